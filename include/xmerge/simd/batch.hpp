@@ -1,0 +1,239 @@
+/***************************************************************************
+ * xmerge: weight-space arithmetic for neural-network checkpoints.
+ * Distributed under the BSD 3-Clause License; see LICENSE.
+ ***************************************************************************/
+#ifndef XMERGE_SIMD_BATCH_HPP
+#define XMERGE_SIMD_BATCH_HPP
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+#include "../config.hpp"
+
+/**
+ * @file
+ * The register type every kernel is written against, and a float twin.
+ *
+ * A kernel is a template over a batch type B: `simd::batch` (xsimd, widest
+ * ISA the compiler was told to use) in production, `float` in the scalar
+ * twin that tests compare against. Both are driven by the same element
+ * function, usually a generic lambda, so the two paths cannot drift apart.
+ */
+
+namespace xmerge::simd
+{
+#if defined(XSIMD_NO_SUPPORTED_ARCHITECTURE) || defined(XMERGE_FORCE_SCALAR)
+    using batch = float;
+#else
+    /// Widest float32 register of the target the including code is compiled for.
+    using batch = xsimd::batch<float>;
+#endif
+
+    /// Loads, stores and width of a batch type (specialised for float).
+    template <class B>
+    struct batch_traits
+    {
+        static constexpr std::size_t size = B::size;
+        static B load(const float* p) noexcept { return B::load_unaligned(p); }
+        static void store(float* p, const B& v) noexcept { v.store_unaligned(p); }
+        static B broadcast(float x) noexcept { return B(x); }
+        static float reduce_add(const B& v) noexcept { return xsimd::hadd(v); }
+    };
+
+    template <>
+    struct batch_traits<float>
+    {
+        static constexpr std::size_t size = 1;
+        static float load(const float* p) noexcept { return *p; }
+        static void store(float* p, float v) noexcept { *p = v; }
+        static float broadcast(float x) noexcept { return x; }
+        static float reduce_add(float v) noexcept { return v; }
+    };
+
+    /// Lanes of the production batch.
+    constexpr std::size_t lanes = batch_traits<batch>::size;
+
+    /** @name Element functions usable on batches and on float alike */
+    ///@{
+    template <class B>
+    XMERGE_FORCE_INLINE B fma(const B& a, const B& b, const B& c) noexcept { return xsimd::fma(a, b, c); }
+    XMERGE_FORCE_INLINE float fma(float a, float b, float c) noexcept { return std::fma(a, b, c); }
+
+    template <class B>
+    XMERGE_FORCE_INLINE B abs(const B& a) noexcept { return xsimd::abs(a); }
+    XMERGE_FORCE_INLINE float abs(float a) noexcept { return std::fabs(a); }
+
+    // Written as compare + select so batch and float agree on NaN (the first
+    // operand is kept when the comparison is false, as std::min/std::max do).
+    template <class B>
+    XMERGE_FORCE_INLINE B min(const B& a, const B& b) noexcept { return xsimd::select(b < a, b, a); }
+    XMERGE_FORCE_INLINE float min(float a, float b) noexcept { return std::min(a, b); }
+
+    template <class B>
+    XMERGE_FORCE_INLINE B max(const B& a, const B& b) noexcept { return xsimd::select(a < b, b, a); }
+    XMERGE_FORCE_INLINE float max(float a, float b) noexcept { return std::max(a, b); }
+
+    template <class C, class B>
+    XMERGE_FORCE_INLINE B select(const C& cond, const B& a, const B& b) noexcept { return xsimd::select(cond, a, b); }
+    XMERGE_FORCE_INLINE float select(bool cond, float a, float b) noexcept { return cond ? a : b; }
+    ///@}
+
+    namespace detail
+    {
+        // A kernel operand: a pointer to n floats, or a float broadcast to all lanes.
+        template <class B>
+        XMERGE_FORCE_INLINE B fetch(const float* p, std::size_t i) noexcept { return batch_traits<B>::load(p + i); }
+        template <class B>
+        XMERGE_FORCE_INLINE B fetch(float s, std::size_t) noexcept { return batch_traits<B>::broadcast(s); }
+
+        XMERGE_FORCE_INLINE const float* advance(const float* p, std::size_t i) noexcept { return p + i; }
+        XMERGE_FORCE_INLINE float advance(float s, std::size_t) noexcept { return s; }
+
+        // The last r < width elements of an operand, padded with zeros to a
+        // full register so the tail runs through the same batch code.
+        template <class B, class S>
+        struct tail_operand;
+
+        template <class B>
+        struct tail_operand<B, const float*>
+        {
+            alignas(64) float data[batch_traits<B>::size] = {};
+            tail_operand(const float* p, std::size_t r) noexcept { std::copy(p, p + r, data); }
+            const float* get() const noexcept { return data; }
+        };
+
+        template <class B>
+        struct tail_operand<B, float>
+        {
+            float value;
+            tail_operand(float s, std::size_t) noexcept : value(s) {}
+            float get() const noexcept { return value; }
+        };
+
+        template <class S>
+        using operand_t = std::conditional_t<std::is_pointer<std::decay_t<S>>::value, const float*, float>;
+
+        template <class B, class F, class... T>
+        XMERGE_FORCE_INLINE B apply_tail(F& f, const T&... t) noexcept
+        {
+            return f(fetch<B>(t.get(), 0)...);
+        }
+    }
+
+    /**
+     * out[i] = f(src[i]...) for i < n, where every src is a `const float*` or
+     * a `float` broadcast to every element.
+     *
+     * The last partial batch is copied into a padded register-sized buffer
+     * and computed by the same batch code, so an element's result does not
+     * depend on where it falls in a chunk. `out` may equal any source pointer.
+     */
+    template <class B = batch, class F, class... Src>
+    void transform(std::size_t n, float* out, F&& f, const Src&... src) noexcept;
+
+    /**
+     * Sum over i < n of f(src[i]...), with four independent accumulators of B,
+     * returned as double. Tail lanes are padded with zeros, so f(0, ...) must be 0.
+     */
+    template <class B = batch, class F, class... Src>
+    double sum(std::size_t n, F&& f, const Src&... src) noexcept;
+
+    /**
+     * Maximum over i < n of f(src[i]...), starting from `identity` (a value
+     * no result is below, 0 for magnitudes). NaN results are not propagated.
+     */
+    template <class B = batch, class F, class... Src>
+    float maximum(std::size_t n, float identity, F&& f, const Src&... src) noexcept;
+
+    /********************
+     * Implementation   *
+     ********************/
+
+    template <class B, class F, class... Src>
+    inline void transform(std::size_t n, float* out, F&& f, const Src&... src) noexcept
+    {
+        using traits = batch_traits<B>;
+        constexpr std::size_t w = traits::size;
+        const std::size_t full = n - n % w;
+        for (std::size_t i = 0; i < full; i += w)
+        {
+            traits::store(out + i, f(detail::fetch<B>(src, i)...));
+        }
+        if (const std::size_t r = n - full)
+        {
+            alignas(64) float res[w];
+            traits::store(res, detail::apply_tail<B>(f, detail::tail_operand<B, detail::operand_t<Src>>(detail::advance(src, full), r)...));
+            std::copy(res, res + r, out + full);
+        }
+    }
+
+    template <class B, class F, class... Src>
+    inline double sum(std::size_t n, F&& f, const Src&... src) noexcept
+    {
+        using traits = batch_traits<B>;
+        constexpr std::size_t w = traits::size;
+        const B zero = traits::broadcast(0.0f);
+        B acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero;
+        const std::size_t full4 = n - n % (4 * w);
+        std::size_t i = 0;
+        for (; i < full4; i += 4 * w)
+        {
+            acc0 += f(detail::fetch<B>(src, i)...);
+            acc1 += f(detail::fetch<B>(src, i + w)...);
+            acc2 += f(detail::fetch<B>(src, i + 2 * w)...);
+            acc3 += f(detail::fetch<B>(src, i + 3 * w)...);
+        }
+        const std::size_t full = n - n % w;
+        for (; i < full; i += w)
+        {
+            acc0 += f(detail::fetch<B>(src, i)...);
+        }
+        if (const std::size_t r = n - full)
+        {
+            acc1 += detail::apply_tail<B>(f, detail::tail_operand<B, detail::operand_t<Src>>(detail::advance(src, full), r)...);
+        }
+        return static_cast<double>(traits::reduce_add((acc0 + acc1) + (acc2 + acc3)));
+    }
+
+    template <class B, class F, class... Src>
+    inline float maximum(std::size_t n, float identity, F&& f, const Src&... src) noexcept
+    {
+        using traits = batch_traits<B>;
+        constexpr std::size_t w = traits::size;
+        B acc0 = traits::broadcast(identity), acc1 = acc0;
+        const std::size_t full2 = n - n % (2 * w);
+        std::size_t i = 0;
+        for (; i < full2; i += 2 * w)
+        {
+            acc0 = simd::max(acc0, f(detail::fetch<B>(src, i)...));
+            acc1 = simd::max(acc1, f(detail::fetch<B>(src, i + w)...));
+        }
+        const std::size_t full = n - n % w;
+        for (; i < full; i += w)
+        {
+            acc0 = simd::max(acc0, f(detail::fetch<B>(src, i)...));
+        }
+        alignas(64) float lanes_out[w];
+        traits::store(lanes_out, simd::max(acc0, acc1));
+        float m = identity;
+        for (std::size_t l = 0; l < w; ++l)
+        {
+            m = std::max(m, lanes_out[l]);
+        }
+        if (const std::size_t r = n - full)
+        {
+            traits::store(lanes_out, detail::apply_tail<B>(f, detail::tail_operand<B, detail::operand_t<Src>>(detail::advance(src, full), r)...));
+            for (std::size_t l = 0; l < r; ++l)
+            {
+                m = std::max(m, lanes_out[l]);
+            }
+        }
+        return m;
+    }
+}
+
+#endif
