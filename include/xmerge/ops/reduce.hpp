@@ -1,0 +1,281 @@
+/***************************************************************************
+ * xmerge: weight-space arithmetic for neural-network checkpoints.
+ * Distributed under the BSD 3-Clause License; see LICENSE.
+ ***************************************************************************/
+#ifndef XMERGE_OPS_REDUCE_HPP
+#define XMERGE_OPS_REDUCE_HPP
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "../core/arena.hpp"
+#include "../core/error.hpp"
+#include "../core/expression.hpp"
+#include "../core/statistic.hpp"
+#include "../simd/batch.hpp"
+#include "scalar.hpp"
+
+namespace xmerge
+{
+    /**
+     * A per-tensor reduction of one or more tensor expressions of the same
+     * shape, computed in the statistics phase.
+     *
+     * R is a reducer: `double identity() const`, `double chunk(std::size_t n, const float*...) const`
+     * (the reduction of one chunk, usually through simd::sum or simd::maximum),
+     * `double combine(double, double) const` (associative), and
+     * `double finish(double) const`. Chunk results are combined in element
+     * order, in double precision, so the value does not depend on threads.
+     */
+    template <class R, class... Args>
+    class reduce_node : public scalar_expression<reduce_node<R, Args...>>
+    {
+        static_assert((is_tensor_expression_v<Args> && ...), "reductions read tensor expressions");
+
+    public:
+        explicit reduce_node(R r, Args... args);
+
+        const R& reducer() const noexcept { return m_reducer; }
+        const std::tuple<Args...>& args() const noexcept { return m_args; }
+        const shape_type& shape() const noexcept { return std::get<0>(m_args).shape(); }
+        std::string name() const { return std::get<0>(m_args).name(); }
+
+        template <class F>
+        void for_each_input(F&& f) const
+        {
+            std::apply([&](const auto&... a) { (a.for_each_input(f), ...); }, m_args);
+        }
+
+    private:
+        R m_reducer;
+        std::tuple<Args...> m_args;
+    };
+
+    /** @name Reductions (scalar expressions) */
+    ///@{
+    /// sum_i a_i b_i
+    template <class A, class B>
+    auto dot(A&& a, B&& b);
+    /// sum_i a_i^2
+    template <class A>
+    auto sum_squares(A&& a);
+    /// sqrt(sum_i a_i^2)
+    template <class A>
+    auto norm(A&& a);
+    /// sum_i |a_i|
+    template <class A>
+    auto norm_l1(A&& a);
+    /// max_i |a_i| (0 for an empty tensor)
+    template <class A>
+    auto norm_inf(A&& a);
+    /// sum_i a_i
+    template <class A>
+    auto total(A&& a);
+    ///@}
+
+    namespace detail
+    {
+        struct sum_reducer_base
+        {
+            double identity() const noexcept { return 0.0; }
+            double combine(double a, double b) const noexcept { return a + b; }
+            double finish(double v) const noexcept { return v; }
+        };
+
+        struct dot_reducer : sum_reducer_base
+        {
+            double chunk(std::size_t n, const float* a, const float* b) const noexcept
+            {
+                return simd::sum(n, [](auto x, auto y) { return x * y; }, a, b);
+            }
+        };
+
+        struct sum_squares_reducer : sum_reducer_base
+        {
+            double chunk(std::size_t n, const float* a) const noexcept
+            {
+                return simd::sum(n, [](auto x) { return x * x; }, a);
+            }
+        };
+
+        struct sum_abs_reducer : sum_reducer_base
+        {
+            double chunk(std::size_t n, const float* a) const noexcept
+            {
+                return simd::sum(n, [](auto x) { return simd::abs(x); }, a);
+            }
+        };
+
+        struct sum_reducer : sum_reducer_base
+        {
+            double chunk(std::size_t n, const float* a) const noexcept
+            {
+                return simd::sum(n, [](auto x) { return x; }, a);
+            }
+        };
+
+        struct max_abs_reducer
+        {
+            double identity() const noexcept { return 0.0; }
+            double combine(double a, double b) const noexcept { return std::max(a, b); }
+            double finish(double v) const noexcept { return v; }
+            double chunk(std::size_t n, const float* a) const noexcept
+            {
+                return simd::maximum(n, 0.0f, [](auto x) { return simd::abs(x); }, a);
+            }
+        };
+
+        struct sqrt_fn
+        {
+            double operator()(double x) const noexcept { return std::sqrt(x); }
+        };
+
+        template <class R, class... Args>
+        class evaluator<reduce_node<R, Args...>> final : public statistic
+        {
+        public:
+            explicit evaluator(const reduce_node<R, Args...>& node) : evaluator(node, std::index_sequence_for<Args...>{}) {}
+
+            std::size_t collect(statistics_registry& r);
+            double value() const noexcept { return m_value; }
+
+            std::size_t size() const noexcept override { return m_size; }
+            bool begin_pass(const pass_layout& layout) override;
+            void accumulate(std::size_t task, std::size_t begin, std::size_t n, arena& a) override;
+            void end_pass() override;
+
+        private:
+            template <std::size_t... I>
+            evaluator(const reduce_node<R, Args...>& node, std::index_sequence<I...>);
+
+            R m_reducer;
+            std::tuple<evaluator<Args>...> m_args;
+            std::size_t m_size;
+            std::vector<double> m_partials;
+            double m_value = 0.0;
+            bool m_done = false;
+        };
+    }
+
+    /********************
+     * Implementation   *
+     ********************/
+
+    template <class R, class... Args>
+    inline reduce_node<R, Args...>::reduce_node(R r, Args... args)
+        : m_reducer(std::move(r))
+        , m_args(std::move(args)...)
+    {
+        const auto& shape0 = std::get<0>(m_args).shape();
+        std::apply(
+            [&](const auto&... a)
+            {
+                const auto check = [&](const auto& x)
+                {
+                    if (x.shape() != shape0)
+                    {
+                        throw shape_error(x.name(), "", "reduction operands have shapes " + to_string(shape0) + " and " + to_string(x.shape()));
+                    }
+                };
+                (check(a), ...);
+            },
+            m_args);
+    }
+
+    template <class A, class B>
+    inline auto dot(A&& a, B&& b)
+    {
+        return reduce_node<detail::dot_reducer, std::decay_t<A>, std::decay_t<B>>({}, std::forward<A>(a), std::forward<B>(b));
+    }
+
+    template <class A>
+    inline auto sum_squares(A&& a)
+    {
+        return reduce_node<detail::sum_squares_reducer, std::decay_t<A>>({}, std::forward<A>(a));
+    }
+
+    template <class A>
+    inline auto norm(A&& a)
+    {
+        return apply(detail::sqrt_fn{}, sum_squares(std::forward<A>(a)));
+    }
+
+    template <class A>
+    inline auto norm_l1(A&& a)
+    {
+        return reduce_node<detail::sum_abs_reducer, std::decay_t<A>>({}, std::forward<A>(a));
+    }
+
+    template <class A>
+    inline auto norm_inf(A&& a)
+    {
+        return reduce_node<detail::max_abs_reducer, std::decay_t<A>>({}, std::forward<A>(a));
+    }
+
+    template <class A>
+    inline auto total(A&& a)
+    {
+        return reduce_node<detail::sum_reducer, std::decay_t<A>>({}, std::forward<A>(a));
+    }
+
+    namespace detail
+    {
+        template <class R, class... Args>
+        template <std::size_t... I>
+        inline evaluator<reduce_node<R, Args...>>::evaluator(const reduce_node<R, Args...>& node, std::index_sequence<I...>)
+            : m_reducer(node.reducer())
+            , m_args(std::get<I>(node.args())...)
+            , m_size(numel(node.shape()))
+        {
+        }
+
+        template <class R, class... Args>
+        inline std::size_t evaluator<reduce_node<R, Args...>>::collect(statistics_registry& r)
+        {
+            std::size_t level = 0;
+            std::apply([&](auto&... a) { ((level = std::max(level, a.collect(r))), ...); }, m_args);
+            r.add(this, level + 1);
+            return level + 1;
+        }
+
+        template <class R, class... Args>
+        inline bool evaluator<reduce_node<R, Args...>>::begin_pass(const pass_layout& layout)
+        {
+            if (m_done)
+            {
+                return false;
+            }
+            m_partials.assign(layout.tasks(), m_reducer.identity());
+            return true;
+        }
+
+        template <class R, class... Args>
+        inline void evaluator<reduce_node<R, Args...>>::accumulate(std::size_t task, std::size_t begin, std::size_t n, arena& a)
+        {
+            arena::frame frame(a);
+            const double c = std::apply([&](const auto&... arg) { return m_reducer.chunk(n, arg.eval(begin, n, frame.acquire(), a)...); }, m_args);
+            m_partials[task] = m_reducer.combine(m_partials[task], c);
+        }
+
+        template <class R, class... Args>
+        inline void evaluator<reduce_node<R, Args...>>::end_pass()
+        {
+            double v = m_reducer.identity();
+            for (double p : m_partials)
+            {
+                v = m_reducer.combine(v, p);
+            }
+            m_value = m_reducer.finish(v);
+            m_done = true;
+            m_partials.clear();
+            m_partials.shrink_to_fit();
+        }
+    }
+}
+
+#endif
