@@ -1,0 +1,81 @@
+/***************************************************************************
+ * xmerge: weight-space arithmetic for neural-network checkpoints.
+ * Distributed under the BSD 3-Clause License; see LICENSE.
+ ***************************************************************************/
+#ifndef XMERGE_METHODS_LINEAR_HPP
+#define XMERGE_METHODS_LINEAR_HPP
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../ops/arithmetic.hpp"
+#include "../ops/list.hpp"
+#include "../ops/weighted_sum.hpp"
+#include "registry.hpp"
+
+namespace xmerge
+{
+    /**
+     * Model soup (mergekit `linear`): sum_i w_i x_i, divided by sum_i w_i
+     * when `normalize` is true (the default).
+     *
+     * Throws parameter_error for an empty model list, a weight count that
+     * differs from the model count, a non-finite weight, or weights summing
+     * to zero with normalize (mergekit would return inf/NaN there).
+     */
+    template <class E>
+    auto linear(const expression_list<E>& models, const std::vector<double>& weights, bool normalize = true);
+
+    /// Uniform soup: the element-wise mean of the models.
+    template <class E>
+    auto uniform_soup(const expression_list<E>& models);
+
+    /// `linear` for the method registry: per-model `weight` (required), `normalize` (true).
+    inline method_info linear_method();
+
+    /********************
+     * Implementation   *
+     ********************/
+
+    template <class E>
+    inline auto linear(const expression_list<E>& models, const std::vector<double>& weights, bool normalize)
+    {
+        auto mixed = weighted_sum(models, weights);
+        double divisor = 1.0;
+        if (normalize)
+        {
+            divisor = 0.0;
+            for (double w : weights)
+            {
+                divisor += w;
+            }
+            if (divisor == 0.0)
+            {
+                throw parameter_error(models[0].name(), "weights", "sum to zero, so they cannot be normalized; pass normalize = false");
+            }
+        }
+        return std::move(mixed) / divisor;
+    }
+
+    template <class E>
+    inline auto uniform_soup(const expression_list<E>& models)
+    {
+        return linear(models, std::vector<double>(models.size(), 1.0), true);
+    }
+
+    inline method_info linear_method()
+    {
+        method_info m;
+        m.name = "linear";
+        m.summary = "weighted average of the models (model soup)";
+        m.parameters = {{"weight", parameter_scope::per_model, std::nullopt, "weight of each model"},
+                        {"normalize", parameter_scope::global, true, "divide by the sum of the weights"}};
+        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
+        { return linear(in.models, p.per_model("weight", in.models.size()), p.flag("normalize")); };
+        return m;
+    }
+}
+
+#endif

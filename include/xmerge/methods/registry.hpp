@@ -1,0 +1,288 @@
+/***************************************************************************
+ * xmerge: weight-space arithmetic for neural-network checkpoints.
+ * Distributed under the BSD 3-Clause License; see LICENSE.
+ ***************************************************************************/
+#ifndef XMERGE_METHODS_REGISTRY_HPP
+#define XMERGE_METHODS_REGISTRY_HPP
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../ops/any.hpp"
+#include "../ops/input.hpp"
+#include "../ops/list.hpp"
+
+/**
+ * @file
+ * Merge methods by name, for code that picks them at run time (recipes,
+ * the command line, the golden tests): each method declares its parameters
+ * (mergekit's names and defaults) and builds a type-erased expression for
+ * one tensor from the inputs and concrete parameter values.
+ */
+
+namespace xmerge
+{
+    /// A parameter value: a number, a flag, a string, or one number per model.
+    using parameter_value = std::variant<double, bool, std::string, std::vector<double>>;
+
+    /// Whether a parameter has one value per model or one for the whole merge.
+    enum class parameter_scope
+    {
+        global,
+        per_model
+    };
+
+    /// A parameter a method accepts.
+    struct parameter_spec
+    {
+        std::string name;
+        parameter_scope scope = parameter_scope::global;
+        /// Default; empty when the parameter is required.
+        std::optional<parameter_value> fallback;
+        std::string help;
+    };
+
+    /**
+     * Concrete parameter values for one tensor of one merge.
+     *
+     * Accessors check the type and say which parameter is wrong; a per-model
+     * accessor accepts either one number (used for every model) or a list
+     * with one number per model.
+     */
+    class parameters
+    {
+    public:
+        parameters() = default;
+        parameters(std::initializer_list<std::pair<const std::string, parameter_value>> values) : m_values(values) {}
+
+        void set(const std::string& name, parameter_value v) { m_values[name] = std::move(v); }
+        bool has(const std::string& name) const { return m_values.count(name) != 0; }
+        const std::map<std::string, parameter_value>& values() const noexcept { return m_values; }
+
+        double number(const std::string& name) const;
+        bool flag(const std::string& name) const;
+        const std::string& text(const std::string& name) const;
+        std::vector<double> per_model(const std::string& name, std::size_t models) const;
+
+        /// Names the tensor in error messages.
+        void set_tensor_name(std::string name) { m_tensor = std::move(name); }
+        const std::string& tensor_name() const noexcept { return m_tensor; }
+
+    private:
+        const parameter_value& get(const std::string& name) const;
+
+        std::map<std::string, parameter_value> m_values;
+        std::string m_tensor;
+    };
+
+    /// The tensors a method merges for one parameter tensor.
+    struct method_inputs
+    {
+        /// Name of the tensor being merged (errors, random streams).
+        std::string tensor;
+        std::optional<input_node> base;
+        expression_list<input_node> models;
+        /// Further per-model tensors some methods read ("fisher", "gram").
+        std::map<std::string, expression_list<input_node>> extra;
+        /// Seed of random methods.
+        std::uint64_t seed = 0;
+    };
+
+    /// A method that can be built by name.
+    struct method_info
+    {
+        std::string name;
+        bool needs_base = false;
+        std::vector<parameter_spec> parameters;
+        /// Builds the merged tensor from inputs and complete parameters (defaults filled in).
+        std::function<any_expression(const method_inputs&, const xmerge::parameters&)> build;
+        std::string summary;
+    };
+
+    /// Methods by name.
+    class method_registry
+    {
+    public:
+        void add(method_info info);
+        bool contains(const std::string& name) const { return m_methods.count(name) != 0; }
+        /// Throws parameter_error listing the known methods when `name` is not one.
+        const method_info& find(const std::string& name) const;
+        std::vector<std::string> names() const;
+
+        /**
+         * Checks inputs and parameters against the method's declaration
+         * (unknown or missing parameters, missing base, no models), fills in
+         * defaults and builds the expression.
+         */
+        any_expression build(const std::string& method, const method_inputs& inputs, const parameters& given) const;
+
+    private:
+        std::map<std::string, method_info> m_methods;
+    };
+
+    /********************
+     * Implementation   *
+     ********************/
+
+    inline const parameter_value& parameters::get(const std::string& name) const
+    {
+        const auto it = m_values.find(name);
+        if (it == m_values.end())
+        {
+            throw parameter_error(m_tensor, name, "is required");
+        }
+        return it->second;
+    }
+
+    inline double parameters::number(const std::string& name) const
+    {
+        const parameter_value& v = get(name);
+        if (const double* d = std::get_if<double>(&v))
+        {
+            if (!std::isfinite(*d))
+            {
+                throw parameter_error(m_tensor, name, "must be finite, got " + std::to_string(*d));
+            }
+            return *d;
+        }
+        throw parameter_error(m_tensor, name, "must be a number");
+    }
+
+    inline bool parameters::flag(const std::string& name) const
+    {
+        const parameter_value& v = get(name);
+        if (const bool* b = std::get_if<bool>(&v))
+        {
+            return *b;
+        }
+        if (const double* d = std::get_if<double>(&v); d && (*d == 0.0 || *d == 1.0))
+        {
+            return *d != 0.0;
+        }
+        throw parameter_error(m_tensor, name, "must be true or false");
+    }
+
+    inline const std::string& parameters::text(const std::string& name) const
+    {
+        const parameter_value& v = get(name);
+        if (const std::string* s = std::get_if<std::string>(&v))
+        {
+            return *s;
+        }
+        throw parameter_error(m_tensor, name, "must be a string");
+    }
+
+    inline std::vector<double> parameters::per_model(const std::string& name, std::size_t models) const
+    {
+        const parameter_value& v = get(name);
+        std::vector<double> out;
+        if (const double* d = std::get_if<double>(&v))
+        {
+            out.assign(models, *d);
+        }
+        else if (const auto* list = std::get_if<std::vector<double>>(&v))
+        {
+            if (list->size() != models)
+            {
+                throw parameter_error(m_tensor, name, "expected " + std::to_string(models) + " values (one per model), got " + std::to_string(list->size()));
+            }
+            out = *list;
+        }
+        else
+        {
+            throw parameter_error(m_tensor, name, "must be a number or one number per model");
+        }
+        for (std::size_t k = 0; k < out.size(); ++k)
+        {
+            if (!std::isfinite(out[k]))
+            {
+                throw parameter_error(m_tensor, name, "value for model " + std::to_string(k) + " is not finite");
+            }
+        }
+        return out;
+    }
+
+    inline void method_registry::add(method_info info)
+    {
+        const std::string name = info.name;
+        m_methods[name] = std::move(info);
+    }
+
+    inline const method_info& method_registry::find(const std::string& name) const
+    {
+        const auto it = m_methods.find(name);
+        if (it == m_methods.end())
+        {
+            std::string known;
+            for (const auto& [n, _] : m_methods)
+            {
+                known += (known.empty() ? "" : ", ") + n;
+            }
+            throw parameter_error("", "merge_method", "unknown method '" + name + "' (known: " + known + ")");
+        }
+        return it->second;
+    }
+
+    inline std::vector<std::string> method_registry::names() const
+    {
+        std::vector<std::string> out;
+        for (const auto& [n, _] : m_methods)
+        {
+            out.push_back(n);
+        }
+        return out;
+    }
+
+    inline any_expression method_registry::build(const std::string& method, const method_inputs& inputs, const parameters& given) const
+    {
+        const method_info& info = find(method);
+        parameters complete;
+        complete.set_tensor_name(inputs.tensor);
+        for (const auto& [name, value] : given.values())
+        {
+            const bool known = std::any_of(info.parameters.begin(), info.parameters.end(), [&](const parameter_spec& s) { return s.name == name; });
+            if (!known)
+            {
+                std::string accepted;
+                for (const auto& s : info.parameters)
+                {
+                    accepted += (accepted.empty() ? "" : ", ") + s.name;
+                }
+                throw parameter_error(inputs.tensor, name, "unknown parameter for method '" + method + "' (accepted: " + accepted + ")");
+            }
+            complete.set(name, value);
+        }
+        for (const auto& spec : info.parameters)
+        {
+            if (!complete.has(spec.name))
+            {
+                if (!spec.fallback)
+                {
+                    throw parameter_error(inputs.tensor, spec.name, "is required by method '" + method + "'");
+                }
+                complete.set(spec.name, *spec.fallback);
+            }
+        }
+        if (info.needs_base && !inputs.base)
+        {
+            throw parameter_error(inputs.tensor, "base_model", "method '" + method + "' needs a base model");
+        }
+        if (inputs.models.empty())
+        {
+            throw parameter_error(inputs.tensor, "models", "method '" + method + "' needs at least one model");
+        }
+        return info.build(inputs, complete);
+    }
+}
+
+#endif
