@@ -6,6 +6,10 @@
 #define XMERGE_CORE_ARENA_HPP
 
 #include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <type_traits>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
@@ -13,12 +17,13 @@
 namespace xmerge::detail
 {
     /**
-     * Per-thread stack of chunk-sized float32 buffers.
+     * Per-thread scratch memory for evaluating one chunk at a time: a stack
+     * of chunk-sized float32 buffers and a stack of small objects (the
+     * per-chunk state of nodes with a run-time number of children).
      *
-     * Evaluators take temporaries from a frame; the buffers return to the
-     * arena when the frame ends, so a tree of any shape needs only as many
-     * buffers as its deepest live path. Buffers are allocated on first use
-     * and then reused for every chunk of the evaluation.
+     * Everything taken inside a frame returns to the arena when the frame
+     * ends. Memory is allocated on first use and reused for every chunk of
+     * an evaluation, so the steady state allocates nothing.
      */
     class arena
     {
@@ -27,27 +32,29 @@ namespace xmerge::detail
 
         std::size_t chunk_size() const noexcept { return m_chunk_size; }
 
-        /// Buffers taken within a scope; released when the frame is destroyed.
+        /// Scratch taken within a scope; released when the frame is destroyed.
         class frame
         {
         public:
-            explicit frame(arena& a) noexcept : m_arena(a), m_mark(a.m_top) {}
-            ~frame() { m_arena.m_top = m_mark; }
+            explicit frame(arena& a) noexcept : m_arena(a), m_buffers(a.m_top), m_block(a.m_block), m_offset(a.m_offset) {}
+            ~frame()
+            {
+                m_arena.m_top = m_buffers;
+                m_arena.m_block = m_block;
+                m_arena.m_offset = m_offset;
+            }
             frame(const frame&) = delete;
             frame& operator=(const frame&) = delete;
 
-            /// A buffer of chunk_size() floats (64-byte aligned), valid until the frame ends.
-            float* acquire() { return m_arena.push(); }
-
         private:
             arena& m_arena;
-            std::size_t m_mark;
+            std::size_t m_buffers;
+            std::size_t m_block;
+            std::size_t m_offset;
         };
 
-    private:
-        using buffer = std::vector<float, xsimd::aligned_allocator<float, 64>>;
-
-        float* push()
+        /// A buffer of chunk_size() floats, 64-byte aligned, valid until the enclosing frame ends.
+        float* buffer()
         {
             if (m_top == m_buffers.size())
             {
@@ -56,9 +63,53 @@ namespace xmerge::detail
             return m_buffers[m_top++].data();
         }
 
+        /// Uninitialised room for n objects of a trivially destructible T, valid until the enclosing frame ends.
+        template <class T>
+        T* allocate(std::size_t n)
+        {
+            static_assert(std::is_trivially_destructible<T>::value, "arena objects are never destroyed");
+            return static_cast<T*>(allocate_bytes(n * sizeof(T), alignof(T)));
+        }
+
+    private:
+        static constexpr std::size_t block_size = 16384;
+
+        void* allocate_bytes(std::size_t bytes, std::size_t align)
+        {
+            for (;;)
+            {
+                if (m_block < m_blocks.size())
+                {
+                    const std::size_t capacity = m_blocks[m_block].size;
+                    const std::size_t start = (m_offset + align - 1) / align * align;
+                    if (start + bytes <= capacity)
+                    {
+                        m_offset = start + bytes;
+                        return m_blocks[m_block].data.get() + start;
+                    }
+                    ++m_block;
+                    m_offset = 0;
+                    continue;
+                }
+                const std::size_t size = bytes + align > block_size ? bytes + align : block_size;
+                m_blocks.push_back({std::unique_ptr<unsigned char[]>(new unsigned char[size]), size});
+            }
+        }
+
+        struct block
+        {
+            std::unique_ptr<unsigned char[]> data;
+            std::size_t size;
+        };
+
+        using float_buffer = std::vector<float, xsimd::aligned_allocator<float, 64>>;
+
         std::size_t m_chunk_size;
         std::size_t m_top = 0;
-        std::vector<buffer> m_buffers;  // moving a buffer keeps its data pointer
+        std::vector<float_buffer> m_buffers;  // moving a buffer keeps its data pointer
+        std::size_t m_block = 0;
+        std::size_t m_offset = 0;
+        std::vector<block> m_blocks;
     };
 }
 

@@ -15,6 +15,7 @@
 #include "../config.hpp"
 #include "../simd/convert.hpp"
 #include "arena.hpp"
+#include "bound.hpp"
 #include "error.hpp"
 #include "expression.hpp"
 #include "parallel.hpp"
@@ -90,21 +91,20 @@ namespace xmerge
         class typed_job final : public job
         {
         public:
-            typed_job(const E& expr, tensor_ref out, bool in_place);
+            typed_job(const E& expr, tensor_ref out);
             std::size_t size() const noexcept override { return m_out.size(); }
             void run_chunk(std::size_t begin, std::size_t n, arena& a) const override;
 
         private:
             evaluator<E> m_eval;
             tensor_ref m_out;
-            float* m_direct;  // float32 output written by the tree itself, when safe
         };
 
         inline void check_options(const eval_options& options);
 
-        /// Checks shape and aliasing of out against the inputs of expr; true when in place.
+        /// Checks shape and aliasing of out against the inputs of expr.
         template <class E>
-        bool check_output(const E& expr, const tensor_ref& out);
+        void check_output(const E& expr, const tensor_ref& out);
 
         /// Runs every level of every registry's statistics.
         inline void run_statistics(const std::vector<statistics_registry*>& registries, const eval_options& options);
@@ -132,14 +132,13 @@ namespace xmerge
         }
 
         template <class E>
-        bool check_output(const E& expr, const tensor_ref& out)
+        void check_output(const E& expr, const tensor_ref& out)
         {
             if (expr.shape() != out.shape())
             {
                 throw shape_error(out.name().empty() ? expr.name() : out.name(), "out",
                                   "output has shape " + to_string(out.shape()) + " but the expression has shape " + to_string(expr.shape()));
             }
-            bool in_place = false;
             expr.for_each_input([&](const const_tensor_ref& in)
             {
                 if (!overlaps(in, out))
@@ -148,21 +147,20 @@ namespace xmerge
                 }
                 if (same_memory(in, out) && in.type() == out.type() && in.size() == out.size())
                 {
-                    in_place = true;
-                    return;
+                    return;  // in place
                 }
                 throw layout_error(out.name().empty() ? in.name() : out.name(), "out",
                                    "output memory partly overlaps input '" + in.name() + "'; only an exact in-place update is allowed");
             });
-            return in_place;
         }
 
         template <class E>
-        inline typed_job<E>::typed_job(const E& expr, tensor_ref out, bool in_place)
+        inline typed_job<E>::typed_job(const E& expr, tensor_ref out)
             : m_eval(expr)
             , m_out(std::move(out))
-            , m_direct(m_out.type() == dtype::float32 && !in_place ? static_cast<float*>(m_out.data()) : nullptr)
         {
+            // Writing in place is safe: a packet reads only its own elements,
+            // and anything computed over a whole chunk is computed at bind time.
             m_eval.collect(m_registry);
         }
 
@@ -170,9 +168,8 @@ namespace xmerge
         inline void typed_job<E>::run_chunk(std::size_t begin, std::size_t n, arena& a) const
         {
             arena::frame frame(a);
-            float* dst = m_direct ? m_direct + begin : frame.acquire();
-            const float* values = m_eval.eval(begin, n, dst, a);
-            simd::store_from_float(m_out.type(), values, m_out.data(), begin, n);
+            std::uint8_t* out = static_cast<std::uint8_t*>(m_out.data()) + begin * size_of(m_out.type());
+            store_packets_as(m_out.type(), n, out, m_eval.bind(begin, n, a));
         }
 
         // A flat list of tasks over several tensors of possibly different sizes.
@@ -318,8 +315,8 @@ namespace xmerge
     {
         detail::check_options(options);
         const E& e = expr.derived();
-        const bool in_place = detail::check_output(e, out);
-        detail::typed_job<E> job(e, out, in_place);
+        detail::check_output(e, out);
+        detail::typed_job<E> job(e, out);
         detail::run_statistics({&job.registry()}, options);
         detail::run_elementwise({&job}, options);
     }
@@ -368,8 +365,8 @@ namespace xmerge
         jobs.reserve(exprs.size());
         for (std::size_t i = 0; i < exprs.size(); ++i)
         {
-            const bool in_place = detail::check_output(exprs[i], outs[i]);
-            jobs.push_back(std::make_unique<detail::typed_job<E>>(exprs[i], outs[i], in_place));
+            detail::check_output(exprs[i], outs[i]);
+            jobs.push_back(std::make_unique<detail::typed_job<E>>(exprs[i], outs[i]));
         }
         std::vector<detail::statistics_registry*> registries;
         std::vector<detail::job*> raw;

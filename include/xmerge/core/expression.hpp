@@ -27,14 +27,20 @@
  *     const_tensor_ref it reads, used to detect aliasing with the output);
  * a scalar node provides `name()` and `for_each_input()`.
  *
- * A tensor evaluator provides
+ * A tensor evaluator is built once per evaluation, shared by all threads
+ * and not modified after its statistics are computed. It provides
  *   - `std::size_t collect(detail::statistics_registry&)`: registers the
  *     statistics of the subtree and returns the highest level among them
  *     (0 when none);
- *   - `const float* eval(std::size_t begin, std::size_t n, float* dst, detail::arena&) const`:
- *     elements [begin, begin + n) as float32, written to `dst` or returned
- *     from elsewhere (a float32 input returns a pointer into its memory);
+ *   - `auto bind(std::size_t begin, std::size_t n, detail::arena&) const`:
+ *     the chunk [begin, begin + n) as a bound expression (see bound.hpp),
+ *     whose packets the evaluation loop computes in registers;
  * a scalar evaluator provides `collect` and `double value() const`.
+ *
+ * Packets are element-wise: the packet at i reads only elements [i, i + w)
+ * of the chunk's operands. A node that needs more (a whole chunk, a whole
+ * row) computes it in bind() or in the statistics phase, so evaluating in
+ * place (output memory = an input's memory) is always safe.
  */
 
 namespace xmerge

@@ -6,11 +6,9 @@
 #define XMERGE_METHODS_LINEAR_HPP
 
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "../core/error.hpp"
-#include "../ops/arithmetic.hpp"
 #include "../ops/list.hpp"
 #include "../ops/weighted_sum.hpp"
 #include "registry.hpp"
@@ -42,21 +40,31 @@ namespace xmerge
     template <class E>
     inline auto linear(const expression_list<E>& models, const std::vector<double>& weights, bool normalize)
     {
-        auto mixed = weighted_sum(models, weights);
-        double divisor = 1.0;
-        if (normalize)
+        if (models.empty())
         {
-            divisor = 0.0;
-            for (double w : weights)
-            {
-                divisor += w;
-            }
-            if (divisor == 0.0)
-            {
-                throw parameter_error(models[0].name(), "weights", "sum to zero, so they cannot be normalized; pass normalize = false");
-            }
+            throw parameter_error("", "models", "a weighted sum needs at least one model");
         }
-        return std::move(mixed) / divisor;
+        detail::check_weights(models[0].name(), models.size(), weights);
+        if (!normalize)
+        {
+            return weighted_sum(models, weights);
+        }
+        double total = 0.0;
+        for (double w : weights)
+        {
+            total += w;
+        }
+        if (total == 0.0)
+        {
+            throw parameter_error(models[0].name(), "weights", "sum to zero, so they cannot be normalized; pass normalize = false");
+        }
+        // Normalizing the weights instead of the sum: one multiply-add per model, no division per element.
+        std::vector<double> normalized(weights);
+        for (double& w : normalized)
+        {
+            w /= total;
+        }
+        return weighted_sum(models, normalized);
     }
 
     template <class E>

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "../core/arena.hpp"
+#include "../core/bound.hpp"
 #include "../core/expression.hpp"
 #include "../core/statistic.hpp"
 #include "../core/tensor_ref.hpp"
@@ -22,7 +23,8 @@
  * Type-erased expressions, for strategy boundaries: a method chosen at run
  * time (from a recipe), a container of mixed strategies, or simply a way to
  * keep a deep expression type out of an interface and out of compile time.
- * The cost is one virtual call per node per chunk of 2048 elements.
+ * The erased expression is computed into a chunk buffer (one virtual call
+ * and one pass over L1-resident memory per chunk), then read like an input.
  */
 
 namespace xmerge
@@ -36,7 +38,8 @@ namespace xmerge
         public:
             virtual ~any_tensor_evaluator() = default;
             virtual std::size_t collect(statistics_registry& r) = 0;
-            virtual const float* eval(std::size_t begin, std::size_t n, float* dst, arena& a) const = 0;
+            /// The chunk's values in an arena buffer readable up to padded_size(n).
+            virtual const float* materialize(std::size_t begin, std::size_t n, arena& a) const = 0;
         };
 
         class any_scalar_evaluator
@@ -64,7 +67,12 @@ namespace xmerge
         public:
             explicit tensor_evaluator_impl(const E& e) : m_eval(e) {}
             std::size_t collect(statistics_registry& r) override { return m_eval.collect(r); }
-            const float* eval(std::size_t begin, std::size_t n, float* dst, arena& a) const override { return m_eval.eval(begin, n, dst, a); }
+            const float* materialize(std::size_t begin, std::size_t n, arena& a) const override
+            {
+                float* buf = padded_buffer(n, a);
+                store_packets(n, buf, m_eval.bind(begin, n, a));
+                return buf;
+            }
 
         private:
             evaluator<E> m_eval;
@@ -155,7 +163,7 @@ namespace xmerge
         public:
             explicit evaluator(const any_expression& e) : m_impl(e.node().make_evaluator()) {}
             std::size_t collect(statistics_registry& r) { return m_impl->collect(r); }
-            const float* eval(std::size_t begin, std::size_t n, float* dst, arena& a) const { return m_impl->eval(begin, n, dst, a); }
+            bound_pointer bind(std::size_t begin, std::size_t n, arena& a) const { return {m_impl->materialize(begin, n, a)}; }
 
         private:
             std::unique_ptr<any_tensor_evaluator> m_impl;

@@ -6,11 +6,13 @@
 #define XMERGE_OPS_INPUT_HPP
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <type_traits>
 #include <utility>
 
 #include "../core/arena.hpp"
+#include "../core/bound.hpp"
 #include "../core/expression.hpp"
 #include "../core/statistic.hpp"
 #include "../core/tensor_ref.hpp"
@@ -79,22 +81,25 @@ namespace xmerge
         class evaluator<input_node>
         {
         public:
-            explicit evaluator(const input_node& node) : m_tensor(node.tensor()) {}
+            explicit evaluator(const input_node& node) noexcept : m_data(node.tensor().data()), m_type(node.tensor().type()) {}
 
             std::size_t collect(statistics_registry&) noexcept { return 0; }
 
-            const float* eval(std::size_t begin, std::size_t n, float* dst, arena&) const noexcept
+            bound_input bind(std::size_t begin, std::size_t n, arena& a) const
             {
-                if (m_tensor.type() == dtype::float32)
+                if (n % simd::lanes == 0)
                 {
-                    return static_cast<const float*>(m_tensor.data()) + begin;
+                    return {static_cast<const std::uint8_t*>(m_data) + begin * size_of(m_type), m_type};
                 }
-                simd::load_as_float(m_tensor.type(), m_tensor.data(), begin, n, dst);
-                return dst;
+                // the last chunk: a zero-padded float32 copy, so whole batches can be read
+                float* buf = padded_buffer(n, a);
+                simd::load_as_float(m_type, m_data, begin, n, buf);
+                return {buf, dtype::float32};
             }
 
         private:
-            const_tensor_ref m_tensor;
+            const void* m_data;
+            dtype m_type;
         };
 
         template <class CT>
@@ -105,14 +110,15 @@ namespace xmerge
 
             std::size_t collect(statistics_registry&) noexcept { return 0; }
 
-            const float* eval(std::size_t begin, std::size_t n, float* dst, arena&) const
+            bound_pointer bind(std::size_t begin, std::size_t n, arena& a) const
             {
                 const auto& e = m_node.expression();
+                float* buf = padded_buffer(n, a);
                 for (std::size_t i = 0; i < n; ++i)
                 {
-                    dst[i] = static_cast<float>(e.data_element(begin + i));
+                    buf[i] = static_cast<float>(e.data_element(begin + i));
                 }
-                return dst;
+                return {buf};
             }
 
         private:

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "../core/arena.hpp"
+#include "../core/bound.hpp"
 #include "../core/error.hpp"
 #include "../core/expression.hpp"
 #include "../core/statistic.hpp"
@@ -83,6 +84,40 @@ namespace xmerge
 
     namespace detail
     {
+        /// f applied to the packets of its bound operands.
+        template <class F, class... Bound>
+        struct bound_map
+        {
+            F f;
+            std::tuple<Bound...> args;
+
+            template <class B>
+            XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept
+            {
+                return packet<B>(i, std::index_sequence_for<Bound...>{});
+            }
+
+            template <class B, std::size_t... I>
+            XMERGE_FORCE_INLINE B packet(std::size_t i, std::index_sequence<I...>) const noexcept
+            {
+                return f(std::get<I>(args).template packet<B>(i)...);
+            }
+        };
+
+        /// A tensor operand bound to the chunk, or a scalar operand broadcast.
+        template <class Node>
+        auto bind_operand(const evaluator<Node>& ev, std::size_t begin, std::size_t n, arena& a)
+        {
+            if constexpr (is_tensor_expression_v<Node>)
+            {
+                return ev.bind(begin, n, a);
+            }
+            else
+            {
+                return bound_constant{static_cast<float>(ev.value())};
+            }
+        }
+
         template <class F, class... Args>
         class evaluator<map_node<F, Args...>>
         {
@@ -90,17 +125,23 @@ namespace xmerge
             explicit evaluator(const map_node<F, Args...>& node) : evaluator(node, std::index_sequence_for<Args...>{}) {}
 
             std::size_t collect(statistics_registry& r);
-            const float* eval(std::size_t begin, std::size_t n, float* dst, arena& a) const;
+
+            auto bind(std::size_t begin, std::size_t n, arena& a) const
+            {
+                return bind(begin, n, a, std::index_sequence_for<Args...>{});
+            }
 
         private:
             template <std::size_t... I>
             evaluator(const map_node<F, Args...>& node, std::index_sequence<I...>);
 
             template <std::size_t... I>
-            const float* eval(std::size_t begin, std::size_t n, float* dst, arena& a, std::index_sequence<I...>) const;
-
-            template <std::size_t I>
-            auto operand(std::size_t begin, std::size_t n, float* dst, arena& a, arena::frame& frame) const;
+            auto bind(std::size_t begin, std::size_t n, arena& a, std::index_sequence<I...>) const
+            {
+                using bound = bound_map<F, decltype(bind_operand(std::get<I>(m_args), begin, n, a))...>;
+                // Braced initialization binds the operands left to right.
+                return bound{m_f, {bind_operand(std::get<I>(m_args), begin, n, a)...}};
+            }
 
             F m_f;
             std::tuple<evaluator<Args>...> m_args;
@@ -191,40 +232,6 @@ namespace xmerge
             std::size_t level = 0;
             std::apply([&](auto&... a) { ((level = std::max(level, a.collect(r))), ...); }, m_args);
             return level;
-        }
-
-        template <class F, class... Args>
-        inline const float* evaluator<map_node<F, Args...>>::eval(std::size_t begin, std::size_t n, float* dst, arena& a) const
-        {
-            return eval(begin, n, dst, a, std::index_sequence_for<Args...>{});
-        }
-
-        template <class F, class... Args>
-        template <std::size_t... I>
-        inline const float* evaluator<map_node<F, Args...>>::eval(std::size_t begin, std::size_t n, float* dst, arena& a, std::index_sequence<I...>) const
-        {
-            arena::frame frame(a);
-            // Braced initialization evaluates the operands left to right.
-            const std::tuple<decltype(operand<I>(begin, n, dst, a, frame))...> ops{operand<I>(begin, n, dst, a, frame)...};
-            simd::transform(n, dst, m_f, std::get<I>(ops)...);
-            return dst;
-        }
-
-        template <class F, class... Args>
-        template <std::size_t I>
-        inline auto evaluator<map_node<F, Args...>>::operand(std::size_t begin, std::size_t n, float* dst, arena& a, arena::frame& frame) const
-        {
-            using arg = std::tuple_element_t<I, std::tuple<Args...>>;
-            if constexpr (is_tensor_expression_v<arg>)
-            {
-                // The first tensor operand may build its values in dst itself.
-                float* target = I == map_node<F, Args...>::first_tensor() ? dst : frame.acquire();
-                return std::get<I>(m_args).eval(begin, n, target, a);
-            }
-            else
-            {
-                return static_cast<float>(std::get<I>(m_args).value());
-            }
         }
     }
 }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../core/arena.hpp"
+#include "../core/bound.hpp"
 #include "../core/error.hpp"
 #include "../core/expression.hpp"
 #include "../core/statistic.hpp"
@@ -26,8 +27,9 @@ namespace xmerge
      * A per-tensor reduction of one or more tensor expressions of the same
      * shape, computed in the statistics phase.
      *
-     * R is a reducer: `double identity() const`, `double chunk(std::size_t n, const float*...) const`
-     * (the reduction of one chunk, usually through simd::sum or simd::maximum),
+     * R is a reducer: `double identity() const`, `template <class... Bound> double chunk(std::size_t n, const Bound&...) const`
+     * (the reduction of one chunk of bound operands, usually through
+     * detail::sum_packets or detail::max_packets),
      * `double combine(double, double) const` (associative), and
      * `double finish(double) const`. Chunk results are combined in element
      * order, in double precision, so the value does not depend on threads.
@@ -89,33 +91,37 @@ namespace xmerge
 
         struct dot_reducer : sum_reducer_base
         {
-            double chunk(std::size_t n, const float* a, const float* b) const noexcept
+            template <class A, class B>
+            double chunk(std::size_t n, const A& a, const B& b) const noexcept
             {
-                return simd::sum(n, [](auto x, auto y) { return x * y; }, a, b);
+                return sum_packets(n, [](auto x, auto y) { return x * y; }, a, b);
             }
         };
 
         struct sum_squares_reducer : sum_reducer_base
         {
-            double chunk(std::size_t n, const float* a) const noexcept
+            template <class A>
+            double chunk(std::size_t n, const A& a) const noexcept
             {
-                return simd::sum(n, [](auto x) { return x * x; }, a);
+                return sum_packets(n, [](auto x) { return x * x; }, a);
             }
         };
 
         struct sum_abs_reducer : sum_reducer_base
         {
-            double chunk(std::size_t n, const float* a) const noexcept
+            template <class A>
+            double chunk(std::size_t n, const A& a) const noexcept
             {
-                return simd::sum(n, [](auto x) { return simd::abs(x); }, a);
+                return sum_packets(n, [](auto x) { return simd::abs(x); }, a);
             }
         };
 
         struct sum_reducer : sum_reducer_base
         {
-            double chunk(std::size_t n, const float* a) const noexcept
+            template <class A>
+            double chunk(std::size_t n, const A& a) const noexcept
             {
-                return simd::sum(n, [](auto x) { return x; }, a);
+                return sum_packets(n, [](auto x) { return x; }, a);
             }
         };
 
@@ -124,9 +130,10 @@ namespace xmerge
             double identity() const noexcept { return 0.0; }
             double combine(double a, double b) const noexcept { return std::max(a, b); }
             double finish(double v) const noexcept { return v; }
-            double chunk(std::size_t n, const float* a) const noexcept
+            template <class A>
+            double chunk(std::size_t n, const A& a) const noexcept
             {
-                return simd::maximum(n, 0.0f, [](auto x) { return simd::abs(x); }, a);
+                return max_packets(n, 0.0f, [](auto x) { return simd::abs(x); }, a);
             }
         };
 
@@ -258,7 +265,7 @@ namespace xmerge
         inline void evaluator<reduce_node<R, Args...>>::accumulate(std::size_t task, std::size_t begin, std::size_t n, arena& a)
         {
             arena::frame frame(a);
-            const double c = std::apply([&](const auto&... arg) { return m_reducer.chunk(n, arg.eval(begin, n, frame.acquire(), a)...); }, m_args);
+            const double c = std::apply([&](const auto&... arg) { return m_reducer.chunk(n, arg.bind(begin, n, a)...); }, m_args);
             m_partials[task] = m_reducer.combine(m_partials[task], c);
         }
 

@@ -8,17 +8,23 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <new>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "../core/arena.hpp"
+#include "../core/bound.hpp"
 #include "../core/error.hpp"
 #include "../core/expression.hpp"
 #include "../core/statistic.hpp"
 #include "../simd/batch.hpp"
 #include "arithmetic.hpp"
+#include "input.hpp"
 #include "list.hpp"
+#include "map.hpp"
 #include "scalar.hpp"
 
 namespace xmerge
@@ -71,6 +77,134 @@ namespace xmerge
         /// Throws unless every weight is finite and there is one per term.
         inline void check_weights(const std::string& tensor, std::size_t terms, const std::vector<double>& weights, const char* parameter = "weights");
 
+        /// sum_k w_k * term_k over a run-time number of bound terms (arena memory).
+        template <class Bound>
+        struct bound_weighted_sum
+        {
+            const Bound* terms;
+            const float* weights;
+            std::size_t count;
+            bool uniform;  // Bound is bound_input and every term has terms[0]'s dtype
+
+            template <class B>
+            XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept
+            {
+                if constexpr (std::is_same<Bound, bound_input>::value)
+                {
+                    if (uniform)
+                    {
+                        return with_element_type(terms[0].type, [&](auto tag)
+                        {
+                            using element = std::remove_pointer_t<decltype(tag)>;
+                            const auto x = [&](std::size_t k) { return load_as_float<B>(static_cast<const element*>(terms[k].data) + i); };
+                            B acc = simd::batch_traits<B>::broadcast(weights[0]) * x(0);
+                            for (std::size_t k = 1; k < count; ++k)
+                            {
+                                acc = simd::fma(simd::batch_traits<B>::broadcast(weights[k]), x(k), acc);
+                            }
+                            return acc;
+                        });
+                    }
+                }
+                B acc = simd::batch_traits<B>::broadcast(weights[0]) * terms[0].template packet<B>(i);
+                for (std::size_t k = 1; k < count; ++k)
+                {
+                    acc = simd::fma(simd::batch_traits<B>::broadcast(weights[k]), terms[k].template packet<B>(i), acc);
+                }
+                return acc;
+            }
+        };
+
+        /**
+         * sum_k w_k * (x_k - base_k) where every task vector usually shares one
+         * base: the base packet is then read once per batch instead of once per
+         * term. Each term is still (x_k - base) * w_k, as in the general sum.
+         * When the models are inputs of one dtype (the usual case), the loop
+         * over them is compiled for that dtype, with no branch per term.
+         */
+        template <class BoundX, class BoundBase>
+        struct bound_task_vector_sum
+        {
+            const BoundX* models;
+            const BoundBase* bases;
+            const float* weights;
+            std::size_t count;
+            bool shared_base;
+            bool uniform;  // BoundX is bound_input and every model has models[0]'s dtype
+
+            template <class B>
+            XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept
+            {
+                using traits = simd::batch_traits<B>;
+                if (shared_base)
+                {
+                    const B base = bases[0].template packet<B>(i);
+                    if constexpr (std::is_same<BoundX, bound_input>::value)
+                    {
+                        if (uniform)
+                        {
+                            return with_element_type(models[0].type, [&](auto tag)
+                            {
+                                using element = std::remove_pointer_t<decltype(tag)>;
+                                const auto x = [&](std::size_t k) { return load_as_float<B>(static_cast<const element*>(models[k].data) + i); };
+                                B acc = traits::broadcast(weights[0]) * (x(0) - base);
+                                for (std::size_t k = 1; k < count; ++k)
+                                {
+                                    acc = simd::fma(traits::broadcast(weights[k]), x(k) - base, acc);
+                                }
+                                return acc;
+                            });
+                        }
+                    }
+                    B acc = traits::broadcast(weights[0]) * (models[0].template packet<B>(i) - base);
+                    for (std::size_t k = 1; k < count; ++k)
+                    {
+                        acc = simd::fma(traits::broadcast(weights[k]), models[k].template packet<B>(i) - base, acc);
+                    }
+                    return acc;
+                }
+                B acc = traits::broadcast(weights[0]) * (models[0].template packet<B>(i) - bases[0].template packet<B>(i));
+                for (std::size_t k = 1; k < count; ++k)
+                {
+                    acc = simd::fma(traits::broadcast(weights[k]), models[k].template packet<B>(i) - bases[k].template packet<B>(i), acc);
+                }
+                return acc;
+            }
+        };
+
+        /// True when every bound term is an input of the first term's dtype.
+        template <class Bound>
+        bool uniform_inputs(const Bound* terms, std::size_t count) noexcept
+        {
+            if constexpr (std::is_same<Bound, bound_input>::value)
+            {
+                for (std::size_t k = 1; k < count; ++k)
+                {
+                    if (terms[k].type != terms[0].type)
+                    {
+                        return false;
+                    }
+                }
+                return true;
+            }
+            else
+            {
+                (void)terms;
+                (void)count;
+                return false;
+            }
+        }
+
+        template <class E>
+        struct is_task_vector : std::false_type
+        {
+        };
+
+        template <class X, class Base>
+        struct is_task_vector<map_node<minus_fn, X, Base>> : std::integral_constant<bool, is_tensor_expression_v<X> && is_tensor_expression_v<Base>>
+        {
+        };
+
         template <class E, class W>
         class evaluator<weighted_sum_node<E, W>>
         {
@@ -78,11 +212,12 @@ namespace xmerge
             explicit evaluator(const weighted_sum_node<E, W>& node);
 
             std::size_t collect(statistics_registry& r);
-            const float* eval(std::size_t begin, std::size_t n, float* dst, arena& a) const;
+            auto bind(std::size_t begin, std::size_t n, arena& a) const;
 
         private:
             std::vector<evaluator<E>> m_terms;
             std::vector<evaluator<W>> m_weights;
+            bool m_shared_base = false;  // task vectors of one base memory
         };
     }
 
@@ -197,6 +332,21 @@ namespace xmerge
             {
                 m_weights.emplace_back(w);
             }
+            if constexpr (is_task_vector<E>::value)
+            {
+                using base_type = std::decay_t<decltype(std::get<1>(node.terms()[0].args()))>;
+                if constexpr (std::is_same<base_type, input_node>::value)
+                {
+                    // One base tensor for every term (the usual task_vectors(models, base)).
+                    const auto& first = std::get<1>(node.terms()[0].args()).tensor();
+                    m_shared_base = true;
+                    for (const auto& t : node.terms())
+                    {
+                        const auto& b = std::get<1>(t.args()).tensor();
+                        m_shared_base = m_shared_base && b.data() == first.data() && b.type() == first.type();
+                    }
+                }
+            }
         }
 
         template <class E, class W>
@@ -215,19 +365,42 @@ namespace xmerge
         }
 
         template <class E, class W>
-        inline const float* evaluator<weighted_sum_node<E, W>>::eval(std::size_t begin, std::size_t n, float* dst, arena& a) const
+        inline auto evaluator<weighted_sum_node<E, W>>::bind(std::size_t begin, std::size_t n, arena& a) const
         {
-            const float w0 = static_cast<float>(m_weights[0].value());
-            simd::transform(n, dst, multiplies_fn{}, m_terms[0].eval(begin, n, dst, a), w0);
-            arena::frame frame(a);
-            float* scratch = frame.acquire();
-            for (std::size_t k = 1; k < m_terms.size(); ++k)
+            const std::size_t k = m_terms.size();
+            auto* weights = a.allocate<float>(k);
+            for (std::size_t i = 0; i < k; ++i)
             {
-                const float wk = static_cast<float>(m_weights[k].value());
-                const float* term = m_terms[k].eval(begin, n, scratch, a);
-                simd::transform(n, dst, [](auto w, auto x, auto acc) { return simd::fma(w, x, acc); }, wk, term, dst);
+                weights[i] = static_cast<float>(m_weights[i].value());
             }
-            return dst;
+            if constexpr (is_task_vector<E>::value)
+            {
+                using bound_term = decltype(m_terms[0].bind(begin, n, a));
+                using bound_x = std::tuple_element_t<0, decltype(bound_term::args)>;
+                using bound_base = std::tuple_element_t<1, decltype(bound_term::args)>;
+                auto* models = a.allocate<bound_x>(k);
+                auto* bases = a.allocate<bound_base>(m_shared_base ? 1 : k);
+                for (std::size_t i = 0; i < k; ++i)
+                {
+                    const bound_term t = m_terms[i].bind(begin, n, a);
+                    new (models + i) bound_x(std::get<0>(t.args));
+                    if (!m_shared_base || i == 0)
+                    {
+                        new (bases + i) bound_base(std::get<1>(t.args));
+                    }
+                }
+                return bound_task_vector_sum<bound_x, bound_base>{models, bases, weights, k, m_shared_base, uniform_inputs(models, k)};
+            }
+            else
+            {
+                using bound_term = decltype(m_terms[0].bind(begin, n, a));
+                auto* terms = a.allocate<bound_term>(k);
+                for (std::size_t i = 0; i < k; ++i)
+                {
+                    new (terms + i) bound_term(m_terms[i].bind(begin, n, a));
+                }
+                return bound_weighted_sum<bound_term>{terms, weights, k, uniform_inputs(terms, k)};
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__SSE2__) || defined(__AVX2__) || defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
@@ -15,6 +16,7 @@
 
 #include "../core/dtype.hpp"
 #include "../core/half.hpp"
+#include "batch.hpp"
 
 // GCC 12 reports the deliberately undefined pass-through operands inside its
 // own AVX-512 intrinsics as uninitialized (GCC bug 105593, fixed in 13).
@@ -48,6 +50,20 @@ namespace xmerge::simd
     ///@{
     inline void narrow(const float* src, bfloat16* dst, std::size_t n) noexcept;
     inline void narrow(const float* src, float16* dst, std::size_t n) noexcept;
+    ///@}
+
+    /** @name One register at a time (B = simd::batch or float)
+     *  Used inside fused loops so that conversion happens in registers.
+     */
+    ///@{
+    template <class B>
+    B load_widened(const bfloat16* p) noexcept;
+    template <class B>
+    B load_widened(const float16* p) noexcept;
+    template <class B>
+    void store_narrowed(bfloat16* p, const B& v) noexcept;
+    template <class B>
+    void store_narrowed(float16* p, const B& v) noexcept;
     ///@}
 
     /// dst[0, n) = float32 values of elements [offset, offset + n) of `src`, stored as `type`.
@@ -239,6 +255,141 @@ namespace xmerge::simd
         }
 #endif
         scalar::narrow(src + i, dst + i, n - i);
+    }
+
+    namespace detail
+    {
+        // Fallback for a register width without a dedicated path: through memory.
+        template <class B, class H>
+        B widen_through_memory(const H* p) noexcept
+        {
+            alignas(64) float tmp[batch_traits<B>::size];
+            scalar::widen(p, tmp, batch_traits<B>::size);
+            return batch_traits<B>::load(tmp);
+        }
+
+        template <class B, class H>
+        void narrow_through_memory(H* p, const B& v) noexcept
+        {
+            alignas(64) float tmp[batch_traits<B>::size];
+            batch_traits<B>::store(tmp, v);
+            scalar::narrow(tmp, p, batch_traits<B>::size);
+        }
+    }
+
+    template <class B>
+    inline B load_widened(const bfloat16* p) noexcept
+    {
+        if constexpr (std::is_same<B, float>::value)
+        {
+            return bf16_bits_to_float(p->bits);
+        }
+#if defined(__AVX512F__)
+        else if constexpr (batch_traits<B>::size == 16)
+        {
+            const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+            return B(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+        }
+#endif
+#if defined(__AVX2__)
+        else if constexpr (batch_traits<B>::size == 8)
+        {
+            const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+            return B(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+        }
+#endif
+#if defined(__SSE2__)
+        else if constexpr (batch_traits<B>::size == 4)
+        {
+            const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+            return B(_mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), h)));
+        }
+#endif
+        else
+        {
+            return detail::widen_through_memory<B>(p);
+        }
+    }
+
+    template <class B>
+    inline B load_widened(const float16* p) noexcept
+    {
+        if constexpr (std::is_same<B, float>::value)
+        {
+            return f16_bits_to_float(p->bits);
+        }
+#if defined(__AVX512F__)
+        else if constexpr (batch_traits<B>::size == 16)
+        {
+            return B(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+        }
+#endif
+#if defined(__F16C__) && defined(__AVX__)
+        else if constexpr (batch_traits<B>::size == 8)
+        {
+            return B(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+        }
+#endif
+        else
+        {
+            return detail::widen_through_memory<B>(p);
+        }
+    }
+
+    template <class B>
+    inline void store_narrowed(bfloat16* p, const B& v) noexcept
+    {
+        if constexpr (std::is_same<B, float>::value)
+        {
+            p->bits = float_to_bf16_bits(v);
+        }
+#if defined(__AVX512F__)
+        else if constexpr (batch_traits<B>::size == 16)
+        {
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(detail::bf16_round(v)));
+        }
+#elif defined(__AVX2__)
+        else if constexpr (batch_traits<B>::size == 8)
+        {
+            const __m256i r = detail::bf16_round(v);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+        }
+#elif defined(__SSE2__)
+        else if constexpr (batch_traits<B>::size == 4)
+        {
+            const __m128i r = detail::bf16_round(v);
+            _mm_storel_epi64(reinterpret_cast<__m128i*>(p), detail::pack_low16(r, r));
+        }
+#endif
+        else
+        {
+            detail::narrow_through_memory(p, v);
+        }
+    }
+
+    template <class B>
+    inline void store_narrowed(float16* p, const B& v) noexcept
+    {
+        if constexpr (std::is_same<B, float>::value)
+        {
+            p->bits = float_to_f16_bits(v);
+        }
+#if defined(__AVX512F__)
+        else if constexpr (batch_traits<B>::size == 16)
+        {
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        }
+#endif
+#if defined(__F16C__) && defined(__AVX__)
+        else if constexpr (batch_traits<B>::size == 8)
+        {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        }
+#endif
+        else
+        {
+            detail::narrow_through_memory(p, v);
+        }
     }
 
     inline void load_as_float(dtype type, const void* src, std::size_t offset, std::size_t n, float* dst) noexcept

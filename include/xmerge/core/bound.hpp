@@ -1,0 +1,260 @@
+/***************************************************************************
+ * xmerge: weight-space arithmetic for neural-network checkpoints.
+ * Distributed under the BSD 3-Clause License; see LICENSE.
+ ***************************************************************************/
+#ifndef XMERGE_CORE_BOUND_HPP
+#define XMERGE_CORE_BOUND_HPP
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+
+#include "../config.hpp"
+#include "../core/dtype.hpp"
+#include "../simd/batch.hpp"
+#include "../simd/convert.hpp"
+#include "arena.hpp"
+
+/**
+ * @file
+ * Per-chunk bound expressions and the fused loops that run them.
+ *
+ * For each chunk, an evaluator's bind() returns a small value (a "bound"
+ * expression) that knows where the chunk's operands are: pointers into
+ * parameter memory, converted copies in arena buffers, broadcast scalars.
+ * A bound expression has `template <class B> B packet(std::size_t i) const`,
+ * the elements [i, i + width of B) of the chunk, computed in registers. The
+ * root's loop calls packet() once per batch, so the whole tree is fused into
+ * a single pass; with B = float the same code is the scalar twin.
+ *
+ * Contract: packet(i) may be called for every i < padded_size(n), where n is
+ * the chunk's element count. Leaves whose memory ends within the last batch
+ * copy it into a zero-padded buffer, so the tail runs through the same batch
+ * code as the rest of the chunk.
+ */
+
+namespace xmerge::detail
+{
+    /// n rounded up to whole production batches.
+    constexpr std::size_t padded_size(std::size_t n) noexcept
+    {
+        return (n + simd::lanes - 1) / simd::lanes * simd::lanes;
+    }
+
+    /// Chunk values in memory.
+    struct bound_pointer
+    {
+        const float* data;
+
+        template <class B>
+        XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept
+        {
+            return simd::batch_traits<B>::load(data + i);
+        }
+    };
+
+    /// A batch of elements stored as float, bfloat16 or float16, as float32.
+    template <class B>
+    XMERGE_FORCE_INLINE B load_as_float(const float* p) noexcept
+    {
+        return simd::batch_traits<B>::load(p);
+    }
+    template <class B>
+    XMERGE_FORCE_INLINE B load_as_float(const bfloat16* p) noexcept
+    {
+        return simd::load_widened<B>(p);
+    }
+    template <class B>
+    XMERGE_FORCE_INLINE B load_as_float(const float16* p) noexcept
+    {
+        return simd::load_widened<B>(p);
+    }
+
+    /**
+     * Calls f(tag) with a null pointer of the C++ element type of `type`
+     * (const float*, const bfloat16* or const float16*), so a loop over many
+     * inputs of one dtype can be compiled once per dtype.
+     */
+    template <class F>
+    XMERGE_FORCE_INLINE decltype(auto) with_element_type(dtype type, F&& f)
+    {
+        switch (type)
+        {
+            case dtype::bfloat16:
+                return f(static_cast<const bfloat16*>(nullptr));
+            case dtype::float16:
+                return f(static_cast<const float16*>(nullptr));
+            default:
+                return f(static_cast<const float*>(nullptr));
+        }
+    }
+
+    /// Chunk values in parameter memory of a run-time dtype, widened in registers.
+    struct bound_input
+    {
+        const void* data;  ///< element 0 of the chunk
+        dtype type;
+
+        template <class B>
+        XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept
+        {
+            // The branch is the same for every packet of a chunk, so it predicts perfectly.
+            return with_element_type(type, [&](auto tag) { return load_as_float<B>(static_cast<decltype(tag)>(data) + i); });
+        }
+    };
+
+    /// One value broadcast to every element.
+    struct bound_constant
+    {
+        float value;
+
+        template <class B>
+        XMERGE_FORCE_INLINE B packet(std::size_t) const noexcept
+        {
+            return simd::batch_traits<B>::broadcast(value);
+        }
+    };
+
+    /// A padded arena buffer for a chunk of n values written by the caller.
+    inline float* padded_buffer(std::size_t n, arena& a)
+    {
+        float* buf = a.buffer();
+        std::fill(buf + n, buf + padded_size(n), 0.0f);
+        return buf;
+    }
+
+    /// n floats of memory as an operand readable up to padded_size(n).
+    inline bound_pointer bind_memory(const float* p, std::size_t n, arena& a)
+    {
+        if (n % simd::lanes == 0)
+        {
+            return {p};
+        }
+        float* buf = padded_buffer(n, a);
+        std::memcpy(buf, p, n * sizeof(float));
+        return {buf};
+    }
+
+    /// dst[0, n) = the bound expression's values.
+    template <class B = simd::batch, class Bound>
+    void store_packets(std::size_t n, float* dst, const Bound& b) noexcept
+    {
+        using traits = simd::batch_traits<B>;
+        constexpr std::size_t w = traits::size;
+        const std::size_t full = n - n % w;
+        for (std::size_t i = 0; i < full; i += w)
+        {
+            traits::store(dst + i, b.template packet<B>(i));
+        }
+        if (const std::size_t r = n - full)
+        {
+            alignas(64) float tail[w];
+            traits::store(tail, b.template packet<B>(full));
+            std::copy(tail, tail + r, dst + full);
+        }
+    }
+
+    /// Elements [0, n) of `dst` (stored as `type`) = the bound expression's
+    /// values, rounded to the dtype in registers.
+    template <class B = simd::batch, class Bound>
+    void store_packets_as(dtype type, std::size_t n, void* dst, const Bound& b) noexcept
+    {
+        using traits = simd::batch_traits<B>;
+        constexpr std::size_t w = traits::size;
+        const auto narrow_loop = [&](auto* out)
+        {
+            const std::size_t full = n - n % w;
+            for (std::size_t i = 0; i < full; i += w)
+            {
+                simd::store_narrowed<B>(out + i, b.template packet<B>(i));
+            }
+            if (const std::size_t r = n - full)
+            {
+                alignas(64) float tail[w];
+                traits::store(tail, b.template packet<B>(full));
+                simd::scalar::narrow(tail, out + full, r);
+            }
+        };
+        switch (type)
+        {
+            case dtype::float32:
+                store_packets<B>(n, static_cast<float*>(dst), b);
+                break;
+            case dtype::bfloat16:
+                narrow_loop(static_cast<bfloat16*>(dst));
+                break;
+            case dtype::float16:
+                narrow_loop(static_cast<float16*>(dst));
+                break;
+        }
+    }
+
+    /// sum over the chunk of f(packets...), four accumulators, as double.
+    template <class B = simd::batch, class F, class... Bound>
+    double sum_packets(std::size_t n, F&& f, const Bound&... b) noexcept
+    {
+        using traits = simd::batch_traits<B>;
+        constexpr std::size_t w = traits::size;
+        const B zero = traits::broadcast(0.0f);
+        B acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero;
+        const std::size_t full4 = n - n % (4 * w);
+        std::size_t i = 0;
+        for (; i < full4; i += 4 * w)
+        {
+            acc0 += f(b.template packet<B>(i)...);
+            acc1 += f(b.template packet<B>(i + w)...);
+            acc2 += f(b.template packet<B>(i + 2 * w)...);
+            acc3 += f(b.template packet<B>(i + 3 * w)...);
+        }
+        const std::size_t full = n - n % w;
+        for (; i < full; i += w)
+        {
+            acc0 += f(b.template packet<B>(i)...);
+        }
+        double s = static_cast<double>(traits::reduce_add((acc0 + acc1) + (acc2 + acc3)));
+        if (const std::size_t r = n - full)
+        {
+            alignas(64) float tail[w];
+            traits::store(tail, f(b.template packet<B>(full)...));
+            float t = 0.0f;
+            for (std::size_t l = 0; l < r; ++l)
+            {
+                t += tail[l];
+            }
+            s += static_cast<double>(t);
+        }
+        return s;
+    }
+
+    /// max over the chunk of f(packets...), starting from identity.
+    template <class B = simd::batch, class F, class... Bound>
+    float max_packets(std::size_t n, float identity, F&& f, const Bound&... b) noexcept
+    {
+        using traits = simd::batch_traits<B>;
+        constexpr std::size_t w = traits::size;
+        B acc = traits::broadcast(identity);
+        const std::size_t full = n - n % w;
+        for (std::size_t i = 0; i < full; i += w)
+        {
+            acc = simd::max(acc, f(b.template packet<B>(i)...));
+        }
+        alignas(64) float lanes_out[w];
+        traits::store(lanes_out, acc);
+        float m = identity;
+        for (std::size_t l = 0; l < w; ++l)
+        {
+            m = std::max(m, lanes_out[l]);
+        }
+        if (const std::size_t r = n - full)
+        {
+            traits::store(lanes_out, f(b.template packet<B>(full)...));
+            for (std::size_t l = 0; l < r; ++l)
+            {
+                m = std::max(m, lanes_out[l]);
+            }
+        }
+        return m;
+    }
+}
+
+#endif
