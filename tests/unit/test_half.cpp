@@ -187,3 +187,48 @@ TEST_CASE("SIMD conversions give the scalar twin's bits", "[half][simd]")
         REQUIRE(h1[i] == h2[i]);
     }
 }
+
+TEST_CASE("conversions one register at a time give the scalar twin's bits", "[half][simd]")
+{
+    constexpr std::size_t w = simd::lanes;
+    std::vector<bfloat16> hb(65536);
+    std::vector<float16> hh(65536);
+    for (std::uint32_t i = 0; i < 65536; ++i)
+    {
+        hb[i].bits = static_cast<std::uint16_t>(i);
+        hh[i].bits = static_cast<std::uint16_t>(i);
+    }
+    alignas(64) float got[w];
+    for (std::size_t i = 0; i + w <= 65536; i += w)
+    {
+        simd::batch_traits<simd::batch>::store(got, simd::load_widened<simd::batch>(hb.data() + i));
+        for (std::size_t l = 0; l < w; ++l)
+        {
+            REQUIRE(float_bits(got[l]) == float_bits(bf16_bits_to_float(hb[i + l].bits)));
+        }
+        simd::batch_traits<simd::batch>::store(got, simd::load_widened<simd::batch>(hh.data() + i));
+        for (std::size_t l = 0; l < w; ++l)
+        {
+            REQUIRE(float_bits(got[l]) == float_bits(f16_bits_to_float(hh[i + l].bits)));
+        }
+    }
+    std::vector<float> f;
+    for (std::uint64_t u = 0; u < (1ull << 32); u += 65537)
+    {
+        f.push_back(float_from_bits(static_cast<std::uint32_t>(u)));
+    }
+    f.resize(f.size() / w * w);
+    std::vector<bfloat16> b(w);
+    std::vector<float16> h(w);
+    for (std::size_t i = 0; i < f.size(); i += w)
+    {
+        const auto v = simd::batch_traits<simd::batch>::load(f.data() + i);
+        simd::store_narrowed(b.data(), v);
+        simd::store_narrowed(h.data(), v);
+        for (std::size_t l = 0; l < w; ++l)
+        {
+            REQUIRE(b[l].bits == float_to_bf16_bits(f[i + l]));
+            REQUIRE(h[l].bits == float_to_f16_bits(f[i + l]));
+        }
+    }
+}

@@ -84,11 +84,11 @@ namespace xmerge
 
     namespace detail
     {
-        /// f applied to the packets of its bound operands.
+        /// f applied to the packets of its bound operands (f lives in the evaluator).
         template <class F, class... Bound>
         struct bound_map
         {
-            F f;
+            const F* f;
             std::tuple<Bound...> args;
 
             template <class B>
@@ -100,7 +100,7 @@ namespace xmerge
             template <class B, std::size_t... I>
             XMERGE_FORCE_INLINE B packet(std::size_t i, std::index_sequence<I...>) const noexcept
             {
-                return f(std::get<I>(args).template packet<B>(i)...);
+                return (*f)(std::get<I>(args).template packet<B>(i)...);
             }
         };
 
@@ -140,7 +140,7 @@ namespace xmerge
             {
                 using bound = bound_map<F, decltype(bind_operand(std::get<I>(m_args), begin, n, a))...>;
                 // Braced initialization binds the operands left to right.
-                return bound{m_f, {bind_operand(std::get<I>(m_args), begin, n, a)...}};
+                return bound{&m_f, {bind_operand(std::get<I>(m_args), begin, n, a)...}};
             }
 
             F m_f;
