@@ -27,6 +27,7 @@
 
 #include "ops/any.hpp"
 #include "ops/arithmetic.hpp"
+#include "ops/computed.hpp"
 #include "ops/input.hpp"
 #include "ops/lerp.hpp"
 #include "ops/list.hpp"
@@ -37,6 +38,9 @@
 #include "ops/weighted_sum.hpp"
 
 #include "methods/builtin.hpp"
+#include "methods/catalog_averaging.hpp"
+#include "methods/catalog_data_aware.hpp"
+#include "methods/catalog_sparse_geometric.hpp"
 #include "methods/interpolate.hpp"
 #include "methods/linear.hpp"
 #include "methods/registry.hpp"

@@ -5,18 +5,24 @@
 #ifndef XMERGE_METHODS_BUILTIN_HPP
 #define XMERGE_METHODS_BUILTIN_HPP
 
-#include "linear.hpp"
+#include "catalog_averaging.hpp"
+#include "catalog_data_aware.hpp"
+#include "catalog_sparse_geometric.hpp"
 #include "registry.hpp"
-#include "task_arithmetic.hpp"
 
 namespace xmerge
 {
-    /// A registry holding every method of the library, by mergekit name.
+    /**
+     * A registry holding every method of the library, by mergekit (or
+     * FusionBench) name. Methods that need LAPACK are included when the
+     * xmerge::linalg target is linked (it defines XMERGE_WITH_LINALG).
+     */
     inline method_registry builtin_methods()
     {
         method_registry r;
-        r.add(linear_method());
-        r.add(task_arithmetic_method());
+        add_averaging_methods(r);
+        add_sparse_geometric_methods(r);
+        add_data_aware_methods(r);
         return r;
     }
 }

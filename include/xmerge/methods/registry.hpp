@@ -96,6 +96,25 @@ namespace xmerge
         std::map<std::string, expression_list<input_node>> extra;
         /// Seed of random methods.
         std::uint64_t seed = 0;
+        /**
+         * Statistics over whole models, one value per model, by name (see
+         * method_info::model_statistics). A caller merging many tensors computes
+         * them over every tensor first; when one is missing, build() derives it
+         * from this tensor alone, which is exact for a one-tensor model.
+         */
+        std::map<std::string, std::vector<double>> model_statistics;
+    };
+
+    /**
+     * A statistic over all tensors of each model (a Fisher norm over the whole
+     * model, say): the sum over tensors of `per_tensor(inputs)` (one value per
+     * model), then `finish` applied to each model's sum.
+     */
+    struct model_statistic
+    {
+        std::string name;
+        std::function<std::vector<double>(const method_inputs&)> per_tensor;
+        std::function<double(double)> finish;
     };
 
     /// A method that can be built by name.
@@ -107,6 +126,8 @@ namespace xmerge
         /// Builds the merged tensor from inputs and complete parameters (defaults filled in).
         std::function<any_expression(const method_inputs&, const xmerge::parameters&)> build;
         std::string summary;
+        /// Whole-model statistics build() reads from method_inputs::model_statistics.
+        std::vector<model_statistic> model_statistics;
     };
 
     /// Methods by name.
@@ -281,7 +302,24 @@ namespace xmerge
         {
             throw parameter_error(inputs.tensor, "models", "method '" + method + "' needs at least one model");
         }
-        return info.build(inputs, complete);
+        if (info.model_statistics.empty())
+        {
+            return info.build(inputs, complete);
+        }
+        method_inputs with_statistics = inputs;
+        for (const auto& stat : info.model_statistics)
+        {
+            if (!with_statistics.model_statistics.count(stat.name))
+            {
+                std::vector<double> values = stat.per_tensor(inputs);
+                for (double& v : values)
+                {
+                    v = stat.finish(v);
+                }
+                with_statistics.model_statistics[stat.name] = std::move(values);
+            }
+        }
+        return info.build(with_statistics, complete);
     }
 }
 
