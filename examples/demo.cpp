@@ -1,7 +1,7 @@
 // Merges a small synthetic model family in memory with every method of the
 // registry that applies, and prints what it did and how fast.
 //
-//   xmerge_demo [--size ELEMENTS] [--models K] [--threads T]
+//   demo [--size ELEMENTS] [--models K] [--threads T]
 
 #include <chrono>
 #include <cstdio>
@@ -68,7 +68,7 @@ int main(int argc, char** argv)
         }
         else
         {
-            std::fprintf(stderr, "usage: xmerge_demo [--size ELEMENTS] [--models K] [--threads T]\n");
+            std::fprintf(stderr, "usage: demo [--size ELEMENTS] [--models K] [--threads T]\n");
             return 2;
         }
     }
