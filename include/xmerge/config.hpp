@@ -29,4 +29,17 @@
 #define XMERGE_RESTRICT
 #endif
 
+/// GCC 12 reports the deliberately undefined pass-through operands inside its
+/// own AVX-512 intrinsics as uninitialized once they are inlined (GCC bug
+/// 105593, fixed in GCC 13). Headers that inline intrinsics wrap their code in
+/// these so that users compiling with -Wall -Werror are not affected.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#define XMERGE_INTRINSICS_BEGIN \
+    _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wuninitialized\"") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"")
+#define XMERGE_INTRINSICS_END _Pragma("GCC diagnostic pop")
+#else
+#define XMERGE_INTRINSICS_BEGIN
+#define XMERGE_INTRINSICS_END
+#endif
+
 #endif

@@ -15,6 +15,8 @@
 #include "../simd/convert.hpp"
 #include "arena.hpp"
 
+XMERGE_INTRINSICS_BEGIN
+
 /**
  * @file
  * Per-chunk bound expressions and the fused loops that run them.
@@ -256,5 +258,7 @@ namespace xmerge::detail
         return m;
     }
 }
+
+XMERGE_INTRINSICS_END
 
 #endif

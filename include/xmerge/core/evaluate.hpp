@@ -207,7 +207,7 @@ namespace xmerge
             {
                 levels = std::max(levels, r->levels());
             }
-            const pass_layout unit{0, options.chunk_size, options.chunks_per_task};
+            const pass_layout unit{0, options.chunk_size, options.chunks_per_task, options.threads, options.exec};
             for (std::size_t level = 1; level <= levels; ++level)
             {
                 std::vector<statistic*> pending;
@@ -263,20 +263,21 @@ namespace xmerge
                                       }
                                   }
                               });
+                    // Combining partial results may be real work (a selection); statistics are independent.
+                    std::vector<statistic*> running;
                     for (auto& group : groups)
                     {
-                        for (statistic* s : group)
-                        {
-                            s->end_pass();
-                        }
+                        running.insert(running.end(), group.begin(), group.end());
                     }
+                    run_tasks(running.size(), running.size() > 1 ? options.threads : 1, options.exec, [] { return 0; },
+                              [&](int&, std::size_t i) { running[i]->end_pass(); });
                 }
             }
         }
 
         inline void run_elementwise(const std::vector<job*>& jobs, const eval_options& options)
         {
-            const pass_layout unit{0, options.chunk_size, options.chunks_per_task};
+            const pass_layout unit{0, options.chunk_size, options.chunks_per_task, options.threads, options.exec};
             const task_map tasks(jobs.size(), unit, [&](std::size_t j) { return jobs[j]->size(); });
             run_tasks(tasks.total(), options.threads, options.exec,
                       [&] { return arena(options.chunk_size); },

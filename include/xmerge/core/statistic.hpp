@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "arena.hpp"
+#include "parallel.hpp"
 
 namespace xmerge::detail
 {
@@ -23,9 +24,14 @@ namespace xmerge::detail
         std::size_t size = 0;
         std::size_t chunk_size = 0;
         std::size_t chunks_per_task = 0;
+        /// Parallelism of the evaluation, for statistics with work of their own
+        /// in begin_pass or end_pass (sorting rows, say); see detail::run_tasks.
+        std::size_t threads = 1;
+        executor* exec = nullptr;
 
         std::size_t task_size() const noexcept { return chunk_size * chunks_per_task; }
         std::size_t tasks() const noexcept { return (size + task_size() - 1) / task_size(); }
+        std::size_t chunks() const noexcept { return (size + chunk_size - 1) / chunk_size; }
         std::size_t task_begin(std::size_t t) const noexcept { return t * task_size(); }
         std::size_t task_end(std::size_t t) const noexcept { return std::min(size, (t + 1) * task_size()); }
     };
@@ -38,6 +44,8 @@ namespace xmerge::detail
      * different tasks, in order within a task), then end_pass() once. A
      * statistic keeps one partial result per task and combines them in task
      * order in end_pass(), which makes it independent of the thread count.
+     * The end_pass() calls of the statistics of one pass may run concurrently
+     * with each other.
      * Multi-pass statistics (a selection refining a threshold) simply ask
      * for another pass.
      */

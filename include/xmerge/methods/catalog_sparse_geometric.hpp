@@ -5,14 +5,24 @@
 #ifndef XMERGE_METHODS_CATALOG_SPARSE_GEOMETRIC_HPP
 #define XMERGE_METHODS_CATALOG_SPARSE_GEOMETRIC_HPP
 
+#include "breadcrumbs.hpp"
+#include "dare.hpp"
+#include "della.hpp"
 #include "registry.hpp"
+#include "ties.hpp"
 
 namespace xmerge
 {
     /// Registers the sparse-mask and geometry-aware family.
     inline void add_sparse_geometric_methods(method_registry& r)
     {
-        (void)r;
+        r.add(ties_method());
+        r.add(dare_linear_method());
+        r.add(dare_ties_method());
+        r.add(breadcrumbs_method());
+        r.add(breadcrumbs_ties_method());
+        r.add(della_method());
+        r.add(della_linear_method());
     }
 }
 

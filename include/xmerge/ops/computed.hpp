@@ -8,10 +8,12 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "../core/arena.hpp"
+#include "../core/evaluate.hpp"
 #include "../core/bound.hpp"
 #include "../core/expression.hpp"
 #include "../core/statistic.hpp"
@@ -21,8 +23,10 @@ namespace xmerge
 {
     /**
      * A tensor computed as a whole, once per evaluation, by `f(float* out)`
-     * writing numel(shape) float32 values in row-major order; afterwards it is
-     * read like an input (and may be combined with element-wise parts).
+     * (or `f(float* out, const eval_options&)`, to run nested evaluations with
+     * the caller's threads) writing numel(shape) float32 values in row-major
+     * order; afterwards it is read like an input (and may be combined with
+     * element-wise parts).
      *
      * For what is not element-wise: dense linear algebra (a solve, an SVD
      * per 2-D tensor) or sequential algorithms over the models. f runs in
@@ -84,12 +88,24 @@ namespace xmerge
             std::size_t size() const noexcept override { return m_size; }
 
             // The whole computation happens here; no pass over chunks is needed.
-            bool begin_pass(const pass_layout&) override
+            bool begin_pass(const pass_layout& layout) override
             {
                 if (!m_values)
                 {
                     m_values = std::make_shared<std::vector<float>>(m_size);
-                    m_node.function()(m_values->data());
+                    if constexpr (std::is_invocable<const F&, float*, const eval_options&>::value)
+                    {
+                        eval_options options;
+                        options.threads = layout.threads;
+                        options.exec = layout.exec;
+                        options.chunk_size = layout.chunk_size;
+                        options.chunks_per_task = layout.chunks_per_task;
+                        m_node.function()(m_values->data(), options);
+                    }
+                    else
+                    {
+                        m_node.function()(m_values->data());
+                    }
                 }
                 return false;
             }

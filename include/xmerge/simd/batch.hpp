@@ -8,11 +8,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include <xsimd/xsimd.hpp>
 
 #include "../config.hpp"
+
+XMERGE_INTRINSICS_BEGIN
 
 /**
  * @file
@@ -80,6 +84,62 @@ namespace xmerge::simd
     template <class C, class B>
     XMERGE_FORCE_INLINE B select(const C& cond, const B& a, const B& b) noexcept { return xsimd::select(cond, a, b); }
     XMERGE_FORCE_INLINE float select(bool cond, float a, float b) noexcept { return cond ? a : b; }
+    ///@}
+
+    /** @name Integer views of a float batch (same lanes), and their scalar twins */
+    ///@{
+    template <class B>
+    struct integer_batches
+    {
+        using int_type = xsimd::batch<std::int32_t, typename B::arch_type>;
+        using uint_type = xsimd::batch<std::uint32_t, typename B::arch_type>;
+    };
+
+    template <>
+    struct integer_batches<float>
+    {
+        using int_type = std::int32_t;
+        using uint_type = std::uint32_t;
+    };
+
+    template <class B>
+    using int_batch_t = typename integer_batches<B>::int_type;
+    template <class B>
+    using uint_batch_t = typename integer_batches<B>::uint_type;
+
+    /// The IEEE bit patterns of a float batch as signed integers.
+    template <class B>
+    XMERGE_FORCE_INLINE int_batch_t<B> bits_of(const B& v) noexcept { return xsimd::bitwise_cast<int_batch_t<B>>(v); }
+    XMERGE_FORCE_INLINE std::int32_t bits_of(float v) noexcept
+    {
+        std::int32_t i;
+        std::memcpy(&i, &v, sizeof i);
+        return i;
+    }
+
+    /// A comparison of integer batches as a mask usable with float batches.
+    template <class M>
+    XMERGE_FORCE_INLINE auto float_mask(const M& m) noexcept { return xsimd::bool_cast(m); }
+    XMERGE_FORCE_INLINE bool float_mask(bool m) noexcept { return m; }
+
+    /// Lane numbers 0, 1, ..., width - 1 as floats.
+    template <class B>
+    XMERGE_FORCE_INLINE B lane_offsets() noexcept
+    {
+        if constexpr (std::is_same<B, float>::value)
+        {
+            return 0.0f;
+        }
+        else
+        {
+            alignas(64) float lanes_of[B::size];
+            for (std::size_t l = 0; l < B::size; ++l)
+            {
+                lanes_of[l] = static_cast<float>(l);
+            }
+            return B::load_aligned(lanes_of);
+        }
+    }
     ///@}
 
     namespace detail
@@ -235,5 +295,7 @@ namespace xmerge::simd
         return m;
     }
 }
+
+XMERGE_INTRINSICS_END
 
 #endif

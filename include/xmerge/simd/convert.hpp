@@ -15,17 +15,11 @@
 #endif
 
 #include "../core/dtype.hpp"
+#include "../config.hpp"
 #include "../core/half.hpp"
 #include "batch.hpp"
 
-// GCC 12 reports the deliberately undefined pass-through operands inside its
-// own AVX-512 intrinsics as uninitialized (GCC bug 105593, fixed in 13).
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#define XMERGE_CONVERT_POP_DIAGNOSTICS
-#endif
+XMERGE_INTRINSICS_BEGIN
 
 /**
  * @file
@@ -428,9 +422,6 @@ namespace xmerge::simd
     }
 }
 
-#ifdef XMERGE_CONVERT_POP_DIAGNOSTICS
-#pragma GCC diagnostic pop
-#undef XMERGE_CONVERT_POP_DIAGNOSTICS
-#endif
+XMERGE_INTRINSICS_END
 
 #endif
