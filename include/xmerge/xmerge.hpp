@@ -34,6 +34,7 @@
 #include "ops/map.hpp"
 #include "ops/reduce.hpp"
 #include "ops/scalar.hpp"
+#include "ops/shared.hpp"
 #include "ops/task_vector.hpp"
 #include "ops/weighted_sum.hpp"
 

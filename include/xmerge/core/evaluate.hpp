@@ -19,6 +19,7 @@
 #include "error.hpp"
 #include "expression.hpp"
 #include "parallel.hpp"
+#include "sharing.hpp"
 #include "statistic.hpp"
 #include "tensor_ref.hpp"
 
@@ -106,6 +107,9 @@ namespace xmerge
         template <class E>
         void check_output(const E& expr, const tensor_ref& out);
 
+        template <class E>
+        evaluator<E> make_evaluator(const E& expr);
+
         /// Runs every level of every registry's statistics.
         inline void run_statistics(const std::vector<statistics_registry*>& registries, const eval_options& options);
 
@@ -154,9 +158,17 @@ namespace xmerge
             });
         }
 
+        // Builds an evaluator with its shared sub-expressions evaluated once.
+        template <class E>
+        evaluator<E> make_evaluator(const E& expr)
+        {
+            sharing_scope scope;
+            return evaluator<E>(expr);
+        }
+
         template <class E>
         inline typed_job<E>::typed_job(const E& expr, tensor_ref out)
-            : m_eval(expr)
+            : m_eval(make_evaluator(expr))
             , m_out(std::move(out))
         {
             // Writing in place is safe: a packet reads only its own elements,
@@ -347,7 +359,7 @@ namespace xmerge
     inline double value_of(const scalar_expression<S>& expr, const eval_options& options)
     {
         detail::check_options(options);
-        detail::evaluator<S> ev(expr.derived());
+        detail::evaluator<S> ev = detail::make_evaluator(expr.derived());
         detail::statistics_registry registry;
         ev.collect(registry);
         detail::run_statistics({&registry}, options);

@@ -8,7 +8,15 @@
 #include "breadcrumbs.hpp"
 #include "dare.hpp"
 #include "della.hpp"
+#include "karcher.hpp"
+#include "magmax.hpp"
+#include "model_stock.hpp"
+#include "multislerp.hpp"
+#include "nearswap.hpp"
+#include "nuslerp.hpp"
 #include "registry.hpp"
+#include "sce.hpp"
+#include "slerp.hpp"
 #include "ties.hpp"
 
 namespace xmerge
@@ -23,6 +31,14 @@ namespace xmerge
         r.add(breadcrumbs_ties_method());
         r.add(della_method());
         r.add(della_linear_method());
+        r.add(sce_method());
+        r.add(magmax_method());
+        r.add(nearswap_method());
+        r.add(slerp_method());
+        r.add(nuslerp_method());
+        r.add(multislerp_method());
+        r.add(karcher_method());
+        r.add(model_stock_method());
     }
 }
 

@@ -19,6 +19,7 @@
 #include "../ops/rank_mask.hpp"
 #include "../ops/rank_probability.hpp"
 #include "../ops/rescale.hpp"
+#include "../ops/shared.hpp"
 #include "../ops/sign_election.hpp"
 #include "../ops/task_vector.hpp"
 #include "../simd/random.hpp"
@@ -123,7 +124,8 @@ namespace xmerge
             const std::string tensor = base.name();
             check_finite(tensor, "lambda", o.lambda);
             const auto deltas = task_vectors(models, base);
-            using pruned_type = decltype(prune(deltas[0], std::size_t{0}, 1.0));
+            // Shared: the pruned vector is read by the merge and measured by the rescaling.
+            using pruned_type = shared_node<decltype(prune(deltas[0], std::size_t{0}, 1.0))>;
             using term_type = decltype(std::declval<pruned_type>() * std::declval<any_scalar>());
             expression_list<term_type> terms;
             for (std::size_t k = 0; k < deltas.size(); ++k)
@@ -133,7 +135,7 @@ namespace xmerge
                 {
                     throw parameter_error(tensor, "density", "must not be negative, got " + std::to_string(density));
                 }
-                auto pruned = prune(deltas[k], k, density);
+                auto pruned = shared(prune(deltas[k], k, density));
                 // Sparsification is skipped at density >= 1, and so is rescaling.
                 const rescale_kind kind = density >= 1.0 ? rescale_kind::none : o.rescale;
                 any_scalar factor = rescale_factor(pruned, deltas[k], kind, density);
@@ -210,7 +212,7 @@ namespace xmerge
                 {"lambda", parameter_scope::global, 1.0, "scale of the merged task vector"},
                 {"normalize", parameter_scope::global, normalize, "divide by the sum of the weights taking part"},
                 {"rescale", parameter_scope::global, rescale, "rescale sparsified task vectors to their original L1 norm"},
-                {"rescale_norm", parameter_scope::global, std::string(), "rescaling: none, density, l1, l2 or linf (overrides rescale)"},
+                {"rescale_norm", parameter_scope::global, std::nullopt, "rescaling: none, density, l1, l2 or linf (overrides rescale)", true},
                 {"int8_mask", parameter_scope::global, false, "accepted for compatibility; masks are never stored"}};
             if (method == sparsification::outliers)
             {
@@ -233,8 +235,8 @@ namespace xmerge
             o.densities = p.per_model("density", k);
             o.lambda = p.number("lambda");
             o.normalize = p.flag("normalize");
-            const std::string& norm = p.text("rescale_norm");
-            o.rescale = !norm.empty() ? parse_rescale_kind(norm, in.tensor) : (p.flag("rescale") ? rescale_kind::l1 : rescale_kind::none);
+            o.rescale = p.has("rescale_norm") ? parse_rescale_kind(p.text("rescale_norm"), in.tensor)
+                                              : (p.flag("rescale") ? rescale_kind::l1 : rescale_kind::none);
             if (p.has("gamma"))
             {
                 o.gammas = p.per_model("gamma", k);

@@ -78,6 +78,9 @@ namespace xmerge
     /// sum_i a_i
     template <class A>
     auto total(A&& a);
+    /// The number of elements that are not zero (NaN counts as not zero).
+    template <class A>
+    auto count_nonzero(A&& a);
     ///@}
 
     namespace detail
@@ -122,6 +125,15 @@ namespace xmerge
             double chunk(std::size_t n, const A& a) const noexcept
             {
                 return sum_packets(n, [](auto x) { return x; }, a);
+            }
+        };
+
+        struct nonzero_reducer : sum_reducer_base
+        {
+            template <class A>
+            double chunk(std::size_t n, const A& a) const noexcept
+            {
+                return sum_packets(n, [](auto x) { return simd::select(x != decltype(x)(0.0f), decltype(x)(1.0f), decltype(x)(0.0f)); }, a);
             }
         };
 
@@ -228,6 +240,12 @@ namespace xmerge
     inline auto total(A&& a)
     {
         return reduce_node<detail::sum_reducer, std::decay_t<A>>({}, std::forward<A>(a));
+    }
+
+    template <class A>
+    inline auto count_nonzero(A&& a)
+    {
+        return reduce_node<detail::nonzero_reducer, std::decay_t<A>>({}, std::forward<A>(a));
     }
 
     namespace detail

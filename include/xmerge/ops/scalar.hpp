@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -30,6 +31,28 @@ namespace xmerge
     private:
         double m_value;
     };
+
+    namespace detail
+    {
+        /**
+         * A number set by the evaluator that computes it (after its
+         * statistics), read by the nodes it was handed to. Internal plumbing
+         * for nodes that derive several coefficients from one statistic.
+         */
+        class deferred_scalar : public scalar_expression<deferred_scalar>
+        {
+        public:
+            deferred_scalar() : m_value(std::make_shared<double>(0.0)) {}
+            void set(double v) const noexcept { *m_value = v; }
+            double value() const noexcept { return *m_value; }
+            std::string name() const { return {}; }
+            template <class F>
+            void for_each_input(F&&) const {}
+
+        private:
+            std::shared_ptr<double> m_value;
+        };
+    }
 
     /**
      * f(values of S...) in double precision, computed after the statistics
@@ -103,6 +126,18 @@ namespace xmerge
 
     namespace detail
     {
+        template <>
+        class evaluator<deferred_scalar>
+        {
+        public:
+            explicit evaluator(const deferred_scalar& d) noexcept : m_node(d) {}
+            std::size_t collect(statistics_registry&) noexcept { return 0; }
+            double value() const noexcept { return m_node.value(); }
+
+        private:
+            deferred_scalar m_node;
+        };
+
         template <>
         class evaluator<scalar_constant>
         {
