@@ -295,7 +295,7 @@ namespace xmerge
             const std::size_t n = numel(shape);
             if (axis == vector_axis::whole || shape.size() < 2 || n == 0)
             {
-                return {n == 0 ? 0 : 1, n, 1, 1};
+                return {n == 0 ? std::size_t{0} : std::size_t{1}, n, 1, 1};
             }
             if (axis == vector_axis::last)
             {
