@@ -122,10 +122,11 @@ TEST_CASE("NaN, infinity and negative zero pass through", "[evaluate][special]")
     const float nan = std::numeric_limits<float>::quiet_NaN();
     const std::vector<float> a{nan, inf, -inf, -0.0f, 1.0f, 0.0f};
     const std::vector<float> b{1.0f, 1.0f, 1.0f, -0.0f, nan, 0.0f};
+    const std::vector<std::vector<float>> pair{a, b};
     for (dtype out_type : all_dtypes)
     {
         buffer out(out_type, a.size());
-        evaluate(linear(inputs(std::vector<std::vector<float>>{a, b}), {1.0, 1.0}), out.ref());
+        evaluate(linear(inputs(pair), {1.0, 1.0}), out.ref());
         const auto v = out.values();
         CHECK(std::isnan(v[0]));
         CHECK(v[1] == inf);

@@ -81,7 +81,8 @@ TEST_CASE("task arithmetic adds, scales and negates task vectors", "[methods][ta
     }
     // negating one task: base - (x - base)
     std::vector<float> neg;
-    evaluate(task_arithmetic(inputs(std::vector<std::vector<float>>{f.models[0]}), base, {-1.0}), neg);
+    const std::vector<std::vector<float>> first{f.models[0]};
+    evaluate(task_arithmetic(inputs(first), base, {-1.0}), neg);
     CHECK(neg[5] == Approx(2.0 * f.base[5] - f.models[0][5]).margin(1e-6));
     // lambda 0 is the base, exactly
     std::vector<float> same;

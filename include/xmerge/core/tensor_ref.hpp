@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -96,23 +97,27 @@ namespace xmerge
      */
     ///@{
     template <class T, class = std::enable_if_t<has_dtype_v<std::remove_const_t<T>>>>
-    auto as_tensor(T* data, shape_type shape, std::string name = {});
+    auto as_tensor(T* data, shape_type shape, std::string_view name = {});
 
     template <class T, class A, class = std::enable_if_t<has_dtype_v<T>>>
-    tensor_ref as_tensor(std::vector<T, A>& v, std::string name = {});
+    tensor_ref as_tensor(std::vector<T, A>& v, std::string_view name = {});
     template <class T, class A, class = std::enable_if_t<has_dtype_v<T>>>
-    const_tensor_ref as_tensor(const std::vector<T, A>& v, std::string name = {});
+    const_tensor_ref as_tensor(const std::vector<T, A>& v, std::string_view name = {});
     template <class T, class A, class = std::enable_if_t<has_dtype_v<T>>>
-    tensor_ref as_tensor(std::vector<T, A>& v, shape_type shape, std::string name = {});
+    tensor_ref as_tensor(std::vector<T, A>& v, shape_type shape, std::string_view name = {});
     template <class T, class A, class = std::enable_if_t<has_dtype_v<T>>>
-    const_tensor_ref as_tensor(const std::vector<T, A>& v, shape_type shape, std::string name = {});
+    const_tensor_ref as_tensor(const std::vector<T, A>& v, shape_type shape, std::string_view name = {});
 
     template <class E, class = std::enable_if_t<has_dtype_v<std::decay_t<typename std::decay_t<E>::value_type>>>,
               class = decltype(std::declval<E&>().data(), std::declval<E&>().strides(), std::declval<E&>().shape())>
-    auto as_tensor(E& e, std::string name = {});
+    auto as_tensor(E& e, std::string_view name = {});
 
     inline tensor_ref as_tensor(const tensor_ref& r) { return r; }
     inline const_tensor_ref as_tensor(const const_tensor_ref& r) { return r; }
+
+    /// A reference into a temporary vector would dangle: refused at compile time.
+    template <class T, class A, class... Rest>
+    void as_tensor(std::vector<T, A>&&, Rest&&...) = delete;
     ///@}
 
     /********************
@@ -213,23 +218,23 @@ namespace xmerge
     }
 
     template <class T, class>
-    inline auto as_tensor(T* data, shape_type shape, std::string name)
+    inline auto as_tensor(T* data, shape_type shape, std::string_view name)
     {
         using element = std::remove_const_t<T>;
         using result = std::conditional_t<std::is_const<T>::value, const_tensor_ref, tensor_ref>;
-        return result(data, dtype_of<element>::value, std::move(shape), std::move(name));
+        return result(data, dtype_of<element>::value, std::move(shape), std::string(name));
     }
 
     template <class T, class A, class>
-    inline tensor_ref as_tensor(std::vector<T, A>& v, std::string name)
+    inline tensor_ref as_tensor(std::vector<T, A>& v, std::string_view name)
     {
-        return tensor_ref(v.data(), dtype_of<T>::value, {v.size()}, std::move(name));
+        return tensor_ref(v.data(), dtype_of<T>::value, {v.size()}, std::string(name));
     }
 
     template <class T, class A, class>
-    inline const_tensor_ref as_tensor(const std::vector<T, A>& v, std::string name)
+    inline const_tensor_ref as_tensor(const std::vector<T, A>& v, std::string_view name)
     {
-        return const_tensor_ref(v.data(), dtype_of<T>::value, {v.size()}, std::move(name));
+        return const_tensor_ref(v.data(), dtype_of<T>::value, {v.size()}, std::string(name));
     }
 
     namespace detail
@@ -272,29 +277,29 @@ namespace xmerge
     }
 
     template <class T, class A, class>
-    inline tensor_ref as_tensor(std::vector<T, A>& v, shape_type shape, std::string name)
+    inline tensor_ref as_tensor(std::vector<T, A>& v, shape_type shape, std::string_view name)
     {
-        detail::check_vector_shape(v.size(), shape, name);
-        return tensor_ref(v.data(), dtype_of<T>::value, std::move(shape), std::move(name));
+        detail::check_vector_shape(v.size(), shape, std::string(name));
+        return tensor_ref(v.data(), dtype_of<T>::value, std::move(shape), std::string(name));
     }
 
     template <class T, class A, class>
-    inline const_tensor_ref as_tensor(const std::vector<T, A>& v, shape_type shape, std::string name)
+    inline const_tensor_ref as_tensor(const std::vector<T, A>& v, shape_type shape, std::string_view name)
     {
-        detail::check_vector_shape(v.size(), shape, name);
-        return const_tensor_ref(v.data(), dtype_of<T>::value, std::move(shape), std::move(name));
+        detail::check_vector_shape(v.size(), shape, std::string(name));
+        return const_tensor_ref(v.data(), dtype_of<T>::value, std::move(shape), std::string(name));
     }
 
     template <class E, class, class>
-    inline auto as_tensor(E& e, std::string name)
+    inline auto as_tensor(E& e, std::string_view name)
     {
         if (!detail::is_row_major_contiguous(e.shape(), e.strides()))
         {
-            throw layout_error(name, "", "xtensor expression is not contiguous in row-major order; copy it into a row-major container first");
+            throw layout_error(std::string(name), "", "xtensor expression is not contiguous in row-major order; copy it into a row-major container first");
         }
         shape_type shape(e.shape().begin(), e.shape().end());
         auto* data = e.data() + detail::data_offset(e, 0);
-        return xmerge::as_tensor(data, std::move(shape), std::move(name));
+        return xmerge::as_tensor(data, std::move(shape), name);
     }
 }
 

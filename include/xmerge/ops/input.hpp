@@ -10,6 +10,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "../core/arena.hpp"
 #include "../core/bound.hpp"
@@ -74,6 +75,10 @@ namespace xmerge
      */
     template <class T>
     auto input(T&& x, std::string name = {});
+
+    /// An input reading a temporary vector would dangle: refused at compile time.
+    template <class T, class A>
+    void input(std::vector<T, A>&&, std::string = {}) = delete;
 
     namespace detail
     {

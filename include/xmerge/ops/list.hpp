@@ -50,6 +50,10 @@ namespace xmerge
     template <class Range>
     auto inputs(const Range& range, const std::string& prefix = "model.");
 
+    /// Inputs reading a temporary range of owned tensors would dangle: refused at compile time.
+    template <class T, class A, class A2>
+    void inputs(std::vector<std::vector<T, A>, A2>&&, const std::string& = "model.") = delete;
+
     /// f applied to every element: expression_list<decltype(f(e))>.
     template <class E, class F>
     auto transform(const expression_list<E>& list, F&& f);

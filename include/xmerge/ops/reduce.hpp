@@ -61,25 +61,25 @@ namespace xmerge
     /** @name Reductions (scalar expressions) */
     ///@{
     /// sum_i a_i b_i
-    template <class A, class B>
+    template <class A, class B, std::enable_if_t<is_tensor_expression_v<A> && is_tensor_expression_v<B>, int> = 0>
     auto dot(A&& a, B&& b);
     /// sum_i a_i^2
-    template <class A>
+    template <class A, std::enable_if_t<is_tensor_expression_v<A>, int> = 0>
     auto sum_squares(A&& a);
     /// sqrt(sum_i a_i^2)
-    template <class A>
+    template <class A, std::enable_if_t<is_tensor_expression_v<A>, int> = 0>
     auto norm(A&& a);
     /// sum_i |a_i|
-    template <class A>
+    template <class A, std::enable_if_t<is_tensor_expression_v<A>, int> = 0>
     auto norm_l1(A&& a);
     /// max_i |a_i| (0 for an empty tensor)
-    template <class A>
+    template <class A, std::enable_if_t<is_tensor_expression_v<A>, int> = 0>
     auto norm_inf(A&& a);
     /// sum_i a_i
-    template <class A>
+    template <class A, std::enable_if_t<is_tensor_expression_v<A>, int> = 0>
     auto total(A&& a);
     /// The number of elements that are not zero (NaN counts as not zero).
-    template <class A>
+    template <class A, std::enable_if_t<is_tensor_expression_v<A>, int> = 0>
     auto count_nonzero(A&& a);
     ///@}
 
@@ -206,43 +206,43 @@ namespace xmerge
             m_args);
     }
 
-    template <class A, class B>
+    template <class A, class B, std::enable_if_t<is_tensor_expression_v<A> && is_tensor_expression_v<B>, int>>
     inline auto dot(A&& a, B&& b)
     {
         return reduce_node<detail::dot_reducer, std::decay_t<A>, std::decay_t<B>>({}, std::forward<A>(a), std::forward<B>(b));
     }
 
-    template <class A>
+    template <class A, std::enable_if_t<is_tensor_expression_v<A>, int>>
     inline auto sum_squares(A&& a)
     {
         return reduce_node<detail::sum_squares_reducer, std::decay_t<A>>({}, std::forward<A>(a));
     }
 
-    template <class A>
+    template <class A, std::enable_if_t<is_tensor_expression_v<A>, int>>
     inline auto norm(A&& a)
     {
         return apply(detail::sqrt_fn{}, sum_squares(std::forward<A>(a)));
     }
 
-    template <class A>
+    template <class A, std::enable_if_t<is_tensor_expression_v<A>, int>>
     inline auto norm_l1(A&& a)
     {
         return reduce_node<detail::sum_abs_reducer, std::decay_t<A>>({}, std::forward<A>(a));
     }
 
-    template <class A>
+    template <class A, std::enable_if_t<is_tensor_expression_v<A>, int>>
     inline auto norm_inf(A&& a)
     {
         return reduce_node<detail::max_abs_reducer, std::decay_t<A>>({}, std::forward<A>(a));
     }
 
-    template <class A>
+    template <class A, std::enable_if_t<is_tensor_expression_v<A>, int>>
     inline auto total(A&& a)
     {
         return reduce_node<detail::sum_reducer, std::decay_t<A>>({}, std::forward<A>(a));
     }
 
-    template <class A>
+    template <class A, std::enable_if_t<is_tensor_expression_v<A>, int>>
     inline auto count_nonzero(A&& a)
     {
         return reduce_node<detail::nonzero_reducer, std::decay_t<A>>({}, std::forward<A>(a));
