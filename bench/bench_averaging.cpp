@@ -49,3 +49,6 @@ BENCHMARK_CAPTURE(BM_linear, f32, dtype::float32)->Apply(merge_sizes);
 BENCHMARK_CAPTURE(BM_linear, bf16, dtype::bfloat16)->Apply(merge_sizes);
 BENCHMARK_CAPTURE(BM_task_arithmetic, f32, dtype::float32)->Apply(merge_sizes);
 BENCHMARK_CAPTURE(BM_task_arithmetic, bf16, dtype::bfloat16)->Apply(merge_sizes);
+// the base and one model: the inputs of SLERP
+BENCHMARK_CAPTURE(BM_task_arithmetic, f32, dtype::float32)->Args({1, xmerge_bench::default_size})->ArgNames({"K", "N"})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_task_arithmetic, bf16, dtype::bfloat16)->Args({1, xmerge_bench::default_size})->ArgNames({"K", "N"})->Unit(benchmark::kMillisecond)->UseRealTime();

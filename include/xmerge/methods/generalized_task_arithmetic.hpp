@@ -169,7 +169,7 @@ namespace xmerge
                                                    throw parameter_error(tensor, "density", "density " + std::to_string(density) + " keeps no element of "
                                                                                                 + std::to_string(n) + "; raise it");
                                                }
-                                               return d * top_k_mask(d, k);
+                                               return keep_top_k(d, k);
                                            });
             case sparsification::outliers:
                 return detail::compose_gta(models, base, o,
@@ -185,7 +185,7 @@ namespace xmerge
                                                double top = density >= 1.0 ? 0.0 : std::floor(gamma * size);
                                                // too few small entries to drop: drop fewer large ones instead
                                                top = std::min(top, size - keep);
-                                               return d * rank_range_mask(d, top, top + keep);
+                                               return keep_rank_range(d, top, top + keep);
                                            });
             case sparsification::random:
                 return detail::compose_gta(models, base, o,

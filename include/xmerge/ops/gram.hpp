@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -236,21 +237,73 @@ namespace xmerge
         template <class E>
         inline void evaluator<gram_combination_node<E>>::accumulate(std::size_t task, std::size_t begin, std::size_t n, arena& a)
         {
+            using B = simd::batch;
+            using traits = simd::batch_traits<B>;
+            constexpr std::size_t w = simd::lanes;
+            constexpr std::size_t max_terms = 8;  // 36 products in registers
             arena::frame frame(a);
             const std::size_t k = m_terms.size();
+            const std::size_t pairs = k * (k + 1) / 2;
+            using bound_term = decltype(m_terms[0].bind(begin, n, a));
+            auto* terms = a.allocate<bound_term>(k);
+            for (std::size_t i = 0; i < k; ++i)
+            {
+                new (terms + i) bound_term(m_terms[i].bind(begin, n, a));
+            }
+            auto& partial = m_partials[task];
+            const std::size_t full = n - n % w;
+            if (k <= max_terms)
+            {
+                // One load per term and batch; every product accumulates in a register.
+                B acc[max_terms * (max_terms + 1) / 2];
+                for (std::size_t p = 0; p < pairs; ++p)
+                {
+                    acc[p] = traits::broadcast(0.0f);
+                }
+                B v[max_terms];
+                for (std::size_t j = 0; j < n; j += w)
+                {
+                    for (std::size_t i = 0; i < k; ++i)
+                    {
+                        v[i] = terms[i].template packet<B>(j);
+                    }
+                    if (j >= full)
+                    {
+                        // the padding of the last batch must not count
+                        const B keep = simd::select(simd::lane_offsets<B>() < B(static_cast<float>(n - full)), B(1.0f), B(0.0f));
+                        for (std::size_t i = 0; i < k; ++i)
+                        {
+                            v[i] = v[i] * keep;
+                        }
+                    }
+                    std::size_t p = 0;
+                    for (std::size_t i = 0; i < k; ++i)
+                    {
+                        for (std::size_t l = i; l < k; ++l)
+                        {
+                            acc[p] = simd::fma(v[i], v[l], acc[p]);
+                            ++p;
+                        }
+                    }
+                }
+                for (std::size_t p = 0; p < pairs; ++p)
+                {
+                    partial[p] += static_cast<double>(traits::reduce_add(acc[p]));
+                }
+                return;
+            }
             auto** values = a.allocate<float*>(k);
             for (std::size_t i = 0; i < k; ++i)
             {
                 values[i] = a.buffer();
-                store_packets(n, values[i], m_terms[i].bind(begin, n, a));
+                store_packets(n, values[i], terms[i]);
             }
-            auto& partial = m_partials[task];
             std::size_t p = 0;
             for (std::size_t i = 0; i < k; ++i)
             {
-                for (std::size_t j = i; j < k; ++j)
+                for (std::size_t l = i; l < k; ++l)
                 {
-                    partial[p++] += simd::sum(n, [](auto x, auto y) { return x * y; }, values[i], values[j]);
+                    partial[p++] += simd::sum(n, [](auto x, auto y) { return x * y; }, values[i], values[l]);
                 }
             }
         }

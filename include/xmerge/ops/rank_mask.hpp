@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <utility>
@@ -47,8 +48,13 @@ namespace xmerge
     class rank_mask_node : public tensor_expression<rank_mask_node<E, First, Last>>
     {
     public:
-        rank_mask_node(E key, First first, Last last) : m_key(std::move(key)), m_first(std::move(first)), m_last(std::move(last)) {}
+        /// With `values`, the node gives the key's value where kept (and 0 elsewhere) instead of 1.
+        rank_mask_node(E key, First first, Last last, bool values = false)
+            : m_key(std::move(key)), m_first(std::move(first)), m_last(std::move(last)), m_values(values)
+        {
+        }
 
+        bool values() const noexcept { return m_values; }
         const shape_type& shape() const noexcept { return m_key.shape(); }
         std::string name() const { return m_key.name(); }
         const E& key() const noexcept { return m_key; }
@@ -67,6 +73,7 @@ namespace xmerge
         E m_key;
         First m_first;
         Last m_last;
+        bool m_values;
     };
 
     /// 1 for elements ranked in [first, last) by |key|, else 0; first and last are numbers or scalar expressions.
@@ -76,6 +83,14 @@ namespace xmerge
     /// 1 for the k elements of largest |key|, else 0.
     template <class E, class K>
     auto top_k_mask(E&& key, K&& k);
+
+    /// e where it is among the k elements of largest |e|, else 0 (one evaluation of e per element).
+    template <class E, class K>
+    auto keep_top_k(E&& e, K&& k);
+
+    /// e where its rank by |e| is in [first, last), else 0.
+    template <class E, class First, class Last>
+    auto keep_rank_range(E&& e, First&& first, Last&& last);
 
     namespace detail
     {
@@ -89,6 +104,17 @@ namespace xmerge
         inline bool ranks_before(const rank_key& a, const rank_key& b) noexcept
         {
             return a.bits > b.bits || (a.bits == b.bits && a.index < b.index);
+        }
+
+        /// The rank order of elements of tensors below 2^32 elements as one 64-bit number (larger ranks first).
+        inline std::uint64_t packed_rank(std::int32_t bits, std::uint64_t index) noexcept
+        {
+            return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(bits)) << 32) | (0xFFFFFFFFULL - (index & 0xFFFFFFFFULL));
+        }
+
+        inline rank_key unpack_rank(std::uint64_t key) noexcept
+        {
+            return {static_cast<std::int32_t>(key >> 32), 0xFFFFFFFFULL - (key & 0xFFFFFFFFULL)};
         }
 
         /// The set of the k first-ranked elements: none, all, or those ranking at or before `last`.
@@ -149,15 +175,19 @@ namespace xmerge
             Bound key;
             chunk_cut first;  // ranks before `first` are excluded
             chunk_cut last;   // ranks up to `last` are included
+            bool excludes;    // whether `first` excludes anything
+            bool values;
 
             template <class B>
             XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept
             {
                 using I = simd::int_batch_t<B>;
-                const I bits = simd::bits_of(key.template packet<B>(i)) & I(0x7FFFFFFF);
+                const B v = key.template packet<B>(i);
+                const I bits = simd::bits_of(v) & I(0x7FFFFFFF);
                 const B lane = simd::lane_offsets<B>() + B(static_cast<float>(i));
-                const auto keep = in_cut(last, bits, lane) && !in_cut(first, bits, lane);
-                return simd::select(keep, B(1.0f), B(0.0f));
+                const auto kept = in_cut(last, bits, lane);
+                const auto keep = excludes ? kept && !in_cut(first, bits, lane) : kept;
+                return simd::select(keep, values ? v : B(1.0f), B(0.0f));
             }
         };
 
@@ -171,7 +201,8 @@ namespace xmerge
             auto bind(std::size_t begin, std::size_t n, arena& a) const
             {
                 return bound_rank_mask<decltype(m_key.bind(begin, n, a))>{m_key.bind(begin, n, a), localize(m_cuts[0], begin, n),
-                                                                         localize(m_cuts[1], begin, n)};
+                                                                         localize(m_cuts[1], begin, n), m_cuts[0].what != rank_cut::kind::none,
+                                                                         m_values};
             }
 
             std::size_t size() const noexcept override { return m_size; }
@@ -192,31 +223,51 @@ namespace xmerge
                 done
             };
 
+            // Candidates of one task: magnitude bits and offsets from the task's first element.
+            struct task_candidates
+            {
+                std::vector<std::int32_t> bits;
+                std::vector<std::uint32_t> offsets;
+                std::size_t size = 0;
+
+                void reserve_more(std::size_t extra)
+                {
+                    if (size + extra > bits.size())
+                    {
+                        const std::size_t capacity = std::max(size + extra, 2 * bits.size());
+                        bits.resize(capacity);
+                        offsets.resize(capacity);
+                    }
+                }
+            };
+
             struct target
             {
                 std::size_t k = 0;
                 bool resolved = true;
                 rank_key hi{0, 0};  // band: keys ranking from hi ...
                 rank_key lo{0, 0};  // ... to lo, inclusive
+                double band_fraction = 1.0;  // expected share of elements in the band
                 std::vector<std::size_t> above;
-                std::vector<std::vector<rank_key>> candidates;
+                std::vector<task_candidates> candidates;
             };
 
             void set_bands();
             bool sampled_chunk(std::size_t chunk) const noexcept;
-            /// Stores |key| bit patterns of the chunk in an arena buffer.
-            const std::int32_t* key_bits(std::size_t begin, std::size_t n, arena& a) const;
 
             evaluator<E> m_key;
             evaluator<First> m_first;
             evaluator<Last> m_last;
             std::size_t m_size;
+            bool m_values;
             phase m_phase = phase::start;
             std::size_t m_attempt = 0;
             std::size_t m_chunk_size = 0;
+            std::size_t m_task_size = 0;
             std::size_t m_sample_stride = 1;
-            std::vector<std::vector<rank_key>> m_task_samples;
-            std::vector<rank_key> m_sample;
+            // Sample positions only bound the band, so their indices may wrap for huge tensors.
+            std::vector<std::vector<std::uint64_t>> m_task_samples;
+            std::vector<std::uint64_t> m_sample;
             target m_targets[2];
             rank_cut m_cuts[2];
         };
@@ -239,11 +290,24 @@ namespace xmerge
         return rank_range_mask(std::forward<E>(key), 0.0, std::forward<K>(k));
     }
 
+    template <class E, class First, class Last>
+    inline auto keep_rank_range(E&& e, First&& first, Last&& last)
+    {
+        using node = rank_mask_node<std::decay_t<E>, detail::as_scalar_t<First>, detail::as_scalar_t<Last>>;
+        return node(std::forward<E>(e), detail::as_scalar(std::forward<First>(first)), detail::as_scalar(std::forward<Last>(last)), true);
+    }
+
+    template <class E, class K>
+    inline auto keep_top_k(E&& e, K&& k)
+    {
+        return keep_rank_range(std::forward<E>(e), 0.0, std::forward<K>(k));
+    }
+
     namespace detail
     {
         template <class E, class First, class Last>
         inline evaluator<rank_mask_node<E, First, Last>>::evaluator(const rank_mask_node<E, First, Last>& node)
-            : m_key(node.key()), m_first(node.first()), m_last(node.last()), m_size(numel(node.shape()))
+            : m_key(node.key()), m_first(node.first()), m_last(node.last()), m_size(numel(node.shape())), m_values(node.values())
         {
         }
 
@@ -263,22 +327,10 @@ namespace xmerge
         }
 
         template <class E, class First, class Last>
-        inline const std::int32_t* evaluator<rank_mask_node<E, First, Last>>::key_bits(std::size_t begin, std::size_t n, arena& a) const
-        {
-            float* values = a.buffer();
-            store_packets(n, values, m_key.bind(begin, n, a));
-            auto* bits = reinterpret_cast<std::int32_t*>(values);
-            for (std::size_t j = 0; j < n; ++j)
-            {
-                bits[j] &= 0x7FFFFFFF;
-            }
-            return bits;
-        }
-
-        template <class E, class First, class Last>
         inline bool evaluator<rank_mask_node<E, First, Last>>::begin_pass(const pass_layout& layout)
         {
             m_chunk_size = layout.chunk_size;
+            m_task_size = layout.task_size();
             if (m_phase == phase::start)
             {
                 const double bounds[2] = {m_first.value(), m_last.value()};
@@ -326,6 +378,11 @@ namespace xmerge
                 {
                     t.above.assign(layout.tasks(), 0);
                     t.candidates.assign(layout.tasks(), {});
+                    const auto expected = static_cast<std::size_t>(1.25 * t.band_fraction * static_cast<double>(layout.task_size())) + 64;
+                    for (auto& c : t.candidates)
+                    {
+                        c.reserve_more(std::min(expected, layout.task_size() + simd::lanes));
+                    }
                 }
             }
             m_phase = phase::banding;
@@ -345,6 +402,7 @@ namespace xmerge
                 // hi: nothing ranks before it; lo: everything ranks before it.
                 t.hi = {std::numeric_limits<std::int32_t>::max(), 0};
                 t.lo = {-1, std::numeric_limits<std::uint64_t>::max()};
+                t.band_fraction = 1.0;
                 if (m_attempt >= 2 || m == 0)
                 {
                     continue;
@@ -357,15 +415,16 @@ namespace xmerge
                 if (hi_rank >= 0.0)
                 {
                     const auto pos = m_sample.begin() + static_cast<std::ptrdiff_t>(hi_rank);
-                    std::nth_element(m_sample.begin(), pos, m_sample.end(), ranks_before);
-                    t.hi = *pos;
+                    std::nth_element(m_sample.begin(), pos, m_sample.end(), std::greater<>());
+                    t.hi = unpack_rank(*pos);
                 }
                 if (lo_rank < static_cast<double>(m))
                 {
                     const auto pos = m_sample.begin() + static_cast<std::ptrdiff_t>(lo_rank);
-                    std::nth_element(m_sample.begin(), pos, m_sample.end(), ranks_before);
-                    t.lo = *pos;
+                    std::nth_element(m_sample.begin(), pos, m_sample.end(), std::greater<>());
+                    t.lo = unpack_rank(*pos);
                 }
+                t.band_fraction = (std::min(lo_rank, static_cast<double>(m)) - std::max(hi_rank, 0.0)) / static_cast<double>(m);
             }
             m_phase = phase::banding;
         }
@@ -373,81 +432,114 @@ namespace xmerge
         template <class E, class First, class Last>
         inline void evaluator<rank_mask_node<E, First, Last>>::accumulate(std::size_t task, std::size_t begin, std::size_t n, arena& a)
         {
-            if (m_phase == phase::sampling)
+            using B = simd::batch;
+            using I = simd::int_batch_t<B>;
+            constexpr std::size_t w = simd::lanes;
+            const bool sampling = m_phase == phase::sampling;
+            if (sampling && !sampled_chunk(begin / m_chunk_size))
             {
-                if (!sampled_chunk(begin / m_chunk_size))
-                {
-                    return;
-                }
-                arena::frame frame(a);
-                const std::int32_t* bits = key_bits(begin, n, a);
+                return;
+            }
+            arena::frame frame(a);
+            const auto key = m_key.bind(begin, n, a);
+            alignas(64) std::int32_t lane_values[w];
+
+            if (sampling)
+            {
                 auto& out = m_task_samples[task];
-                for (std::size_t j = 0; j < n; ++j)
+                for (std::size_t j = 0; j < n; j += w)
                 {
-                    out.push_back({bits[j], begin + j});
+                    simd::store_ints(lane_values, simd::bits_of(key.template packet<B>(j)) & I(0x7FFFFFFF));
+                    for (std::size_t l = 0; l < w && j + l < n; ++l)
+                    {
+                        out.push_back(packed_rank(lane_values[l], begin + j + l));
+                    }
                 }
                 return;
             }
 
-            constexpr std::size_t w = simd::lanes;
-            arena::frame frame(a);
-            const std::int32_t* bits = key_bits(begin, n, a);
-            const std::size_t full = w > 1 ? n - n % w : 0;
+            // A band edge seen from this chunk: its magnitude bits and its index as a lane position.
+            struct local_edge
+            {
+                I bits;
+                B lane;
+            };
+            const auto localize_edge = [&](const rank_key& k)
+            {
+                const double lane = k.index < begin ? -1.0 : std::min(static_cast<double>(k.index - begin), static_cast<double>(n) + 1.0);
+                return local_edge{I(k.bits), B(static_cast<float>(lane))};
+            };
+            struct active_target
+            {
+                target* t;
+                local_edge hi;
+                local_edge lo;
+                B above;
+            };
+            active_target active[2];
+            std::size_t count = 0;
             for (auto& t : m_targets)
             {
-                if (t.resolved)
+                if (!t.resolved)
                 {
-                    continue;
+                    active[count++] = {&t, localize_edge(t.hi), localize_edge(t.lo), B(0.0f)};
                 }
-                std::size_t above = 0;
-                auto& candidates = t.candidates[task];
-                const auto classify = [&](std::size_t j)
+            }
+            const auto offset0 = static_cast<std::uint32_t>(begin - task * m_task_size);
+            const B valid_lanes(static_cast<float>(n));
+            for (std::size_t j = 0; j < n; j += w)
+            {
+                const I bits = simd::bits_of(key.template packet<B>(j)) & I(0x7FFFFFFF);
+                const B lane = simd::lane_offsets<B>() + B(static_cast<float>(j));
+                const auto valid = lane < valid_lanes;
+                for (std::size_t c = 0; c < count; ++c)
                 {
-                    const rank_key k{bits[j], begin + j};
-                    if (ranks_before(k, t.hi))
+                    active_target& at = active[c];
+                    // Most elements are clearly above or below the band: two compares decide.
+                    const auto strictly_above = simd::float_mask(bits > at.hi.bits);
+                    const auto touches_band = simd::float_mask((bits >= at.lo.bits) && (bits <= at.hi.bits)) && valid;
+                    if (!simd::any(touches_band))
                     {
-                        ++above;
+                        at.above += simd::select(strictly_above && valid, B(1.0f), B(0.0f));
+                        continue;
                     }
-                    else if (!ranks_before(t.lo, k))
+                    // ranks before hi: above the band; lo ranks before it: below the band
+                    const auto above = strictly_above || (simd::float_mask(bits == at.hi.bits) && lane < at.hi.lane);
+                    const auto below = simd::float_mask(at.lo.bits > bits) || (simd::float_mask(bits == at.lo.bits) && lane > at.lo.lane);
+                    at.above += simd::select(above && valid, B(1.0f), B(0.0f));
+                    std::uint32_t in_band = simd::lane_bits(!above && !below && valid);
+                    if (!in_band)
                     {
-                        candidates.push_back(k);
+                        continue;
                     }
-                };
-                if constexpr (w > 1)
-                {
-                    using I = simd::int_batch_t<simd::batch>;
-                    I count(0);
-                    const I hi_bits(t.hi.bits), lo_bits(t.lo.bits);
-                    for (std::size_t j = 0; j < full; j += w)
+                    task_candidates& out = at.t->candidates[task];
+                    out.reserve_more(w);
+                    const auto first_offset = static_cast<std::uint32_t>(offset0 + j);
+#if defined(__AVX512F__)
+                    if constexpr (w == 16)
                     {
-                        const I b = I::load_unaligned(bits + j);
-                        count += xsimd::select(b > hi_bits, I(1), I(0));
-                        // Only elements whose magnitude is on the band's edges need their index compared.
-                        if (xsimd::any((b >= lo_bits) && (b <= hi_bits)))
-                        {
-                            for (std::size_t l = 0; l < w; ++l)
-                            {
-                                if (bits[j + l] <= t.hi.bits && bits[j + l] >= t.lo.bits)
-                                {
-                                    classify(j + l);
-                                }
-                            }
-                        }
+                        const auto m = static_cast<__mmask16>(in_band);
+                        _mm512_mask_compressstoreu_epi32(out.bits.data() + out.size, m, static_cast<__m512i>(bits));
+                        const __m512i offsets = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(first_offset)),
+                                                                 _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+                        _mm512_mask_compressstoreu_epi32(out.offsets.data() + out.size, m, offsets);
+                        out.size += static_cast<std::size_t>(__builtin_popcount(in_band));
+                        continue;
                     }
-                    above += static_cast<std::size_t>(xsimd::hadd(count));
+#endif
+                    simd::store_ints(lane_values, bits);
+                    for (; in_band; in_band &= in_band - 1)
+                    {
+                        const unsigned l = simd::lowest_bit(in_band);
+                        out.bits[out.size] = lane_values[l];
+                        out.offsets[out.size] = first_offset + l;
+                        ++out.size;
+                    }
                 }
-                for (std::size_t j = full; j < n; ++j)
-                {
-                    if (bits[j] > t.hi.bits)
-                    {
-                        ++above;
-                    }
-                    else if (bits[j] >= t.lo.bits)
-                    {
-                        classify(j);
-                    }
-                }
-                t.above[task] += above;
+            }
+            for (std::size_t c = 0; c < count; ++c)
+            {
+                active[c].t->above[task] += static_cast<std::size_t>(simd::batch_traits<B>::reduce_add(active[c].above));
             }
         }
 
@@ -481,19 +573,44 @@ namespace xmerge
                 }
                 for (const auto& c : t.candidates)
                 {
-                    total += c.size();
+                    total += c.size;
                 }
                 if (above < t.k && t.k <= above + total)
                 {
-                    std::vector<rank_key> band;
-                    band.reserve(total);
-                    for (const auto& c : t.candidates)
+                    const std::size_t position = t.k - above - 1;
+                    if (m_size <= 0xFFFFFFFFULL)
                     {
-                        band.insert(band.end(), c.begin(), c.end());
+                        // one 64-bit number per candidate selects about twice as fast as a struct
+                        std::vector<std::uint64_t> band;
+                        band.reserve(total);
+                        for (std::size_t task = 0; task < t.candidates.size(); ++task)
+                        {
+                            const auto& c = t.candidates[task];
+                            for (std::size_t x = 0; x < c.size; ++x)
+                            {
+                                band.push_back(packed_rank(c.bits[x], task * m_task_size + c.offsets[x]));
+                            }
+                        }
+                        const auto pos = band.begin() + static_cast<std::ptrdiff_t>(position);
+                        std::nth_element(band.begin(), pos, band.end(), std::greater<>());
+                        m_cuts[i] = {rank_cut::kind::some, unpack_rank(*pos)};
                     }
-                    const auto pos = band.begin() + static_cast<std::ptrdiff_t>(t.k - above - 1);
-                    std::nth_element(band.begin(), pos, band.end(), ranks_before);
-                    m_cuts[i] = {rank_cut::kind::some, *pos};
+                    else
+                    {
+                        std::vector<rank_key> band;
+                        band.reserve(total);
+                        for (std::size_t task = 0; task < t.candidates.size(); ++task)
+                        {
+                            const auto& c = t.candidates[task];
+                            for (std::size_t x = 0; x < c.size; ++x)
+                            {
+                                band.push_back({c.bits[x], task * m_task_size + c.offsets[x]});
+                            }
+                        }
+                        const auto pos = band.begin() + static_cast<std::ptrdiff_t>(position);
+                        std::nth_element(band.begin(), pos, band.end(), ranks_before);
+                        m_cuts[i] = {rank_cut::kind::some, *pos};
+                    }
                     t.resolved = true;
                 }
                 else

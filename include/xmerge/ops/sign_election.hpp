@@ -114,8 +114,6 @@ namespace xmerge
             XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept
             {
                 using traits = simd::batch_traits<B>;
-                const B zero = traits::broadcast(0.0f);
-                const B one = traits::broadcast(1.0f);
                 if (options.consensus == sign_consensus::none)
                 {
                     B acc = traits::broadcast(weights[0]) * terms[0].template packet<B>(i);
@@ -126,11 +124,32 @@ namespace xmerge
                     return options.divisor == merge_divisor::none ? acc : acc / traits::broadcast(plain_divisor);
                 }
 
+                if (count <= max_cached)
+                {
+                    // Each term once: its packet may load, widen and mask several inputs.
+                    B d[max_cached];
+                    for (std::size_t k = 0; k < count; ++k)
+                    {
+                        d[k] = terms[k].template packet<B>(i);
+                    }
+                    return merge<B>([&](std::size_t k) { return d[k]; });
+                }
+                return merge<B>([&](std::size_t k) { return terms[k].template packet<B>(i); });
+            }
+
+            static constexpr std::size_t max_cached = 16;
+
+            template <class B, class Term>
+            XMERGE_FORCE_INLINE B merge(Term&& term) const noexcept
+            {
+                using traits = simd::batch_traits<B>;
+                const B zero = traits::broadcast(0.0f);
+                const B one = traits::broadcast(1.0f);
                 // The elected sign: positive where the vote is >= 0.
                 B vote = zero;
                 for (std::size_t k = 0; k < count; ++k)
                 {
-                    const B d = terms[k].template packet<B>(i);
+                    const B d = term(k);
                     const B e = options.elect_on_weighted ? traits::broadcast(weights[k]) * d : d;
                     if (options.consensus == sign_consensus::sum)
                     {
@@ -147,7 +166,7 @@ namespace xmerge
                 for (std::size_t k = 0; k < count; ++k)
                 {
                     const B w = traits::broadcast(weights[k]);
-                    const B e = w * terms[k].template packet<B>(i);
+                    const B e = w * term(k);
                     const auto agree = (positive && (e > zero)) || (!positive && (e < zero));
                     mixed += simd::select(agree, e, zero);
                     if (options.divisor == merge_divisor::weights)

@@ -122,6 +122,117 @@ namespace xmerge::simd
     XMERGE_FORCE_INLINE auto float_mask(const M& m) noexcept { return xsimd::bool_cast(m); }
     XMERGE_FORCE_INLINE bool float_mask(bool m) noexcept { return m; }
 
+    /// Bit l set when lane l of a float mask is true (lane 0 in bit 0).
+    template <class M>
+    XMERGE_FORCE_INLINE std::uint32_t lane_bits(const M& m) noexcept
+    {
+        if constexpr (std::is_same<M, bool>::value)
+        {
+            return m ? 1U : 0U;
+        }
+#if defined(__AVX512F__)
+        else if constexpr (M::size == 16)
+        {
+            return static_cast<std::uint32_t>(static_cast<__mmask16>(m));
+        }
+#endif
+#if defined(__AVX__)
+        else if constexpr (M::size == 8)
+        {
+            return static_cast<std::uint32_t>(_mm256_movemask_ps(static_cast<__m256>(m)));
+        }
+#endif
+#if defined(__SSE2__)
+        else if constexpr (M::size == 4)
+        {
+            return static_cast<std::uint32_t>(_mm_movemask_ps(static_cast<__m128>(m)));
+        }
+#endif
+        else
+        {
+            bool lanes_of[M::size];
+            m.store_unaligned(lanes_of);
+            std::uint32_t bits = 0;
+            for (std::size_t l = 0; l < M::size; ++l)
+            {
+                bits |= static_cast<std::uint32_t>(lanes_of[l]) << l;
+            }
+            return bits;
+        }
+    }
+
+    /** @name Integer batches and their scalar twin (std::int32_t) alike */
+    ///@{
+    template <class I>
+    XMERGE_FORCE_INLINE void store_ints(std::int32_t* p, const I& v) noexcept
+    {
+        if constexpr (std::is_same<I, std::int32_t>::value)
+        {
+            *p = v;
+        }
+        else
+        {
+            v.store_aligned(p);
+        }
+    }
+
+    template <class M, class I>
+    XMERGE_FORCE_INLINE I select_ints(const M& m, const I& a, const I& b) noexcept
+    {
+        if constexpr (std::is_same<I, std::int32_t>::value)
+        {
+            return m ? a : b;
+        }
+        else
+        {
+            return xsimd::select(m, a, b);
+        }
+    }
+
+    template <class I>
+    XMERGE_FORCE_INLINE std::int64_t sum_ints(const I& v) noexcept
+    {
+        if constexpr (std::is_same<I, std::int32_t>::value)
+        {
+            return v;
+        }
+        else
+        {
+            return xsimd::hadd(v);
+        }
+    }
+
+    /// Whether any lane of a mask is true.
+    template <class M>
+    XMERGE_FORCE_INLINE bool any(const M& m) noexcept
+    {
+        if constexpr (std::is_same<M, bool>::value)
+        {
+            return m;
+        }
+        else
+        {
+            return xsimd::any(m);
+        }
+    }
+
+    /// Index of the lowest set bit of a non-zero mask.
+    XMERGE_FORCE_INLINE unsigned lowest_bit(std::uint32_t m) noexcept
+    {
+#if defined(__GNUC__) || defined(__clang__)
+        return static_cast<unsigned>(__builtin_ctz(m));
+#else
+        unsigned i = 0;
+        while (!(m & 1U))
+        {
+            m >>= 1;
+            ++i;
+        }
+        return i;
+#endif
+    }
+    ///@}
+
     /// Lane numbers 0, 1, ..., width - 1 as floats.
     template <class B>
     XMERGE_FORCE_INLINE B lane_offsets() noexcept

@@ -86,6 +86,19 @@ namespace xmerge::simd
         return h;
     }
 
+    namespace detail
+    {
+        template <class U>
+        XMERGE_FORCE_INLINE U lane_numbers() noexcept
+        {
+            alignas(64) static const std::uint32_t numbers[64] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                                                  16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+                                                                  32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
+                                                                  48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
+            return U::load_aligned(numbers);
+        }
+    }
+
     template <class B>
     inline B uniform(const random_key& key, std::uint64_t index) noexcept
     {
@@ -100,14 +113,13 @@ namespace xmerge::simd
         }
         else
         {
-            alignas(64) std::uint32_t lanes_of[U::size];
-            for (std::size_t l = 0; l < U::size; ++l)
+            lo = U(lo0) + detail::lane_numbers<U>();
+            hi = U(hi0);
+            if (lo0 > 0xFFFFFFFFU - static_cast<std::uint32_t>(U::size - 1))
             {
-                lanes_of[l] = static_cast<std::uint32_t>(l);
+                // the lanes past a 2^32 boundary belong to the next high word
+                hi = hi + (U(1) & xsimd::bitwise_cast<U>(xsimd::select(lo < U(lo0), U(0xFFFFFFFFU), U(0))));
             }
-            lo = U(lo0) + U::load_aligned(lanes_of);
-            // the high word of lanes past a 2^32 boundary is one more
-            hi = U(hi0) + (U(1) & xsimd::bitwise_cast<U>(xsimd::select(lo < U(lo0), U(0xFFFFFFFFU), U(0))));
         }
         U h = detail::mix32(lo ^ U(key.k0));
         h = detail::mix32(h ^ (hi * U(0x9E3779B9U)) ^ U(key.k1));
