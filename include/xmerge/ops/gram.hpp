@@ -66,10 +66,7 @@ namespace xmerge
         template <class F>
         void for_each_input(F&& f) const
         {
-            for (const auto& t : m_terms)
-            {
-                t.for_each_input(f);
-            }
+            m_terms.for_each_input(f);
         }
 
     private:
@@ -121,7 +118,7 @@ namespace xmerge
         private:
             static weighted_sum_node<E, deferred_scalar> combination(const gram_combination_node<E>& node, std::vector<deferred_scalar>& c);
 
-            std::vector<evaluator<E>> m_terms;
+            list_evaluator<E> m_terms;
             gram_rule m_rule;
             std::vector<deferred_scalar> m_coefficients;
             weighted_sum_node<E, deferred_scalar> m_sum_node;
@@ -168,18 +165,7 @@ namespace xmerge
     template <class E>
     inline gram_combination_node<E>::gram_combination_node(expression_list<E> terms, gram_rule rule) : m_terms(std::move(terms)), m_rule(std::move(rule))
     {
-        if (m_terms.empty())
-        {
-            throw parameter_error("", "models", "a merge needs at least one model");
-        }
-        for (std::size_t k = 1; k < m_terms.size(); ++k)
-        {
-            if (m_terms[k].shape() != m_terms[0].shape())
-            {
-                throw shape_error(m_terms[k].name(), "", "model " + std::to_string(k) + " has shape " + to_string(m_terms[k].shape())
-                                                             + " but model 0 has shape " + to_string(m_terms[0].shape()));
-            }
-        }
+        detail::check_models(m_terms);
     }
 
     namespace detail
@@ -198,28 +184,20 @@ namespace xmerge
 
         template <class E>
         inline evaluator<gram_combination_node<E>>::evaluator(const gram_combination_node<E>& node)
-            : m_rule(node.rule())
+            : m_terms(node.terms())
+            , m_rule(node.rule())
             , m_sum_node(combination(node, m_coefficients))
             , m_sum(m_sum_node)
             , m_size(numel(node.shape()))
         {
-            m_terms.reserve(node.terms().size());
-            for (const auto& t : node.terms())
-            {
-                m_terms.emplace_back(t);
-            }
         }
 
         template <class E>
         inline std::size_t evaluator<gram_combination_node<E>>::collect(statistics_registry& r)
         {
-            std::size_t level = m_sum.collect(r);
-            for (auto& t : m_terms)
-            {
-                level = std::max(level, t.collect(r));
-            }
-            r.add(this, level + 1);
-            return level + 1;
+            const std::size_t level = std::max(m_sum.collect(r), m_terms.collect(r)) + 1;
+            r.add(this, level);
+            return level;
         }
 
         template <class E>
@@ -244,12 +222,7 @@ namespace xmerge
             arena::frame frame(a);
             const std::size_t k = m_terms.size();
             const std::size_t pairs = k * (k + 1) / 2;
-            using bound_term = decltype(m_terms[0].bind(begin, n, a));
-            auto* terms = a.allocate<bound_term>(k);
-            for (std::size_t i = 0; i < k; ++i)
-            {
-                new (terms + i) bound_term(m_terms[i].bind(begin, n, a));
-            }
+            auto* terms = m_terms.bind(begin, n, a);
             auto& partial = m_partials[task];
             const std::size_t full = n - n % w;
             if (k <= max_terms)
@@ -363,19 +336,9 @@ namespace xmerge
     template <class E>
     inline auto vector_gram_combination(const expression_list<E>& terms, vector_axis axis, gram_rule rule)
     {
-        if (terms.empty())
-        {
-            throw parameter_error("", "models", "a merge needs at least one model");
-        }
+        detail::check_models(terms);
         std::vector<const_tensor_ref> reads;
-        for (const auto& t : terms)
-        {
-            if (t.shape() != terms[0].shape())
-            {
-                throw shape_error(t.name(), "", "shape " + to_string(t.shape()) + " differs from " + to_string(terms[0].shape()));
-            }
-            t.for_each_input([&](const const_tensor_ref& r) { reads.push_back(r); });
-        }
+        terms.for_each_input([&](const const_tensor_ref& r) { reads.push_back(r); });
         const shape_type shape = terms[0].shape();
         auto f = [terms, shape, axis, rule](float* out, const eval_options& options)
         {

@@ -5,14 +5,18 @@
 #ifndef XMERGE_OPS_LIST_HPP
 #define XMERGE_OPS_LIST_HPP
 
+#include <algorithm>
 #include <cstddef>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "../core/arena.hpp"
 #include "../core/error.hpp"
 #include "../core/expression.hpp"
+#include "../core/statistic.hpp"
 #include "input.hpp"
 
 namespace xmerge
@@ -41,6 +45,16 @@ namespace xmerge
 
         void push_back(E e) { m_items.push_back(std::move(e)); }
 
+        /// Calls f on every input of every expression.
+        template <class F>
+        void for_each_input(F&& f) const
+        {
+            for (const auto& e : m_items)
+            {
+                e.for_each_input(f);
+            }
+        }
+
     private:
         std::vector<E> m_items;
     };
@@ -53,6 +67,37 @@ namespace xmerge
     /// Inputs reading a temporary range of owned tensors would dangle: refused at compile time.
     template <class T, class A, class A2>
     void inputs(std::vector<std::vector<T, A>, A2>&&, const std::string& = "model.") = delete;
+
+    namespace detail
+    {
+        /// Throws unless the list holds at least one tensor expression and all have one shape.
+        template <class E>
+        void check_models(const expression_list<E>& terms, const char* what = "a merge");
+
+        /**
+         * The evaluators of a list of expressions: their statistics, and the
+         * chunk's bound terms as an arena array (what nodes with a run-time
+         * number of operands loop over in their packets).
+         */
+        template <class E>
+        class list_evaluator
+        {
+        public:
+            explicit list_evaluator(const expression_list<E>& list);
+
+            std::size_t size() const noexcept { return m_items.size(); }
+            const evaluator<E>& operator[](std::size_t i) const noexcept { return m_items[i]; }
+
+            /// Collects the statistics of every element; returns the highest level.
+            std::size_t collect(statistics_registry& r);
+
+            /// The elements bound to [begin, begin + n), in arena memory valid for the chunk.
+            auto bind(std::size_t begin, std::size_t n, arena& a) const;
+
+        private:
+            std::vector<evaluator<E>> m_items;
+        };
+    }
 
     /// f applied to every element: expression_list<decltype(f(e))>.
     template <class E, class F>
@@ -79,6 +124,59 @@ namespace xmerge
             ++i;
         }
         return out;
+    }
+
+    namespace detail
+    {
+        template <class E>
+        inline void check_models(const expression_list<E>& terms, const char* what)
+        {
+            if (terms.empty())
+            {
+                throw parameter_error("", "models", std::string(what) + " needs at least one model");
+            }
+            for (std::size_t k = 1; k < terms.size(); ++k)
+            {
+                if (terms[k].shape() != terms[0].shape())
+                {
+                    throw shape_error(terms[k].name(), "", "model " + std::to_string(k) + " has shape " + to_string(terms[k].shape()) + " but model 0 ('"
+                                                               + terms[0].name() + "') has shape " + to_string(terms[0].shape()));
+                }
+            }
+        }
+
+        template <class E>
+        inline list_evaluator<E>::list_evaluator(const expression_list<E>& list)
+        {
+            m_items.reserve(list.size());
+            for (const auto& e : list)
+            {
+                m_items.emplace_back(e);
+            }
+        }
+
+        template <class E>
+        inline std::size_t list_evaluator<E>::collect(statistics_registry& r)
+        {
+            std::size_t level = 0;
+            for (auto& e : m_items)
+            {
+                level = std::max(level, e.collect(r));
+            }
+            return level;
+        }
+
+        template <class E>
+        inline auto list_evaluator<E>::bind(std::size_t begin, std::size_t n, arena& a) const
+        {
+            using bound = decltype(m_items[0].bind(begin, n, a));
+            auto* out = a.allocate<bound>(m_items.size());
+            for (std::size_t i = 0; i < m_items.size(); ++i)
+            {
+                new (out + i) bound(m_items[i].bind(begin, n, a));
+            }
+            return out;
+        }
     }
 
     template <class E, class F>

@@ -5,9 +5,8 @@
 #ifndef XMERGE_OPS_MAX_MAGNITUDE_HPP
 #define XMERGE_OPS_MAX_MAGNITUDE_HPP
 
-#include <algorithm>
 #include <cstddef>
-#include <new>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,10 +39,7 @@ namespace xmerge
         template <class F>
         void for_each_input(F&& f) const
         {
-            for (const auto& t : m_terms)
-            {
-                t.for_each_input(f);
-            }
+            m_terms.for_each_input(f);
         }
 
     private:
@@ -86,56 +82,24 @@ namespace xmerge
         class evaluator<max_magnitude_node<E>>
         {
         public:
-            explicit evaluator(const max_magnitude_node<E>& node)
-            {
-                m_terms.reserve(node.terms().size());
-                for (const auto& t : node.terms())
-                {
-                    m_terms.emplace_back(t);
-                }
-            }
+            explicit evaluator(const max_magnitude_node<E>& node) : m_terms(node.terms()) {}
 
-            std::size_t collect(statistics_registry& r)
-            {
-                std::size_t level = 0;
-                for (auto& t : m_terms)
-                {
-                    level = std::max(level, t.collect(r));
-                }
-                return level;
-            }
+            std::size_t collect(statistics_registry& r) { return m_terms.collect(r); }
 
             auto bind(std::size_t begin, std::size_t n, arena& a) const
             {
-                using bound_term = decltype(m_terms[0].bind(begin, n, a));
-                auto* terms = a.allocate<bound_term>(m_terms.size());
-                for (std::size_t i = 0; i < m_terms.size(); ++i)
-                {
-                    new (terms + i) bound_term(m_terms[i].bind(begin, n, a));
-                }
-                return bound_max_magnitude<bound_term>{terms, m_terms.size()};
+                return bound_max_magnitude<std::remove_pointer_t<decltype(m_terms.bind(begin, n, a))>>{m_terms.bind(begin, n, a), m_terms.size()};
             }
 
         private:
-            std::vector<evaluator<E>> m_terms;
+            list_evaluator<E> m_terms;
         };
     }
 
     template <class E>
     inline max_magnitude_node<E>::max_magnitude_node(expression_list<E> terms) : m_terms(std::move(terms))
     {
-        if (m_terms.empty())
-        {
-            throw parameter_error("", "models", "a merge needs at least one model");
-        }
-        for (std::size_t k = 1; k < m_terms.size(); ++k)
-        {
-            if (m_terms[k].shape() != m_terms[0].shape())
-            {
-                throw shape_error(m_terms[k].name(), "", "model " + std::to_string(k) + " has shape " + to_string(m_terms[k].shape())
-                                                             + " but model 0 has shape " + to_string(m_terms[0].shape()));
-            }
-        }
+        detail::check_models(m_terms, "a magnitude selection");
     }
 }
 

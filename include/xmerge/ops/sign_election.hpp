@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <new>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -75,10 +75,7 @@ namespace xmerge
         template <class F>
         void for_each_input(F&& f) const
         {
-            for (const auto& t : m_terms)
-            {
-                t.for_each_input(f);
-            }
+            m_terms.for_each_input(f);
             for (const auto& w : m_weights)
             {
                 w.for_each_input(f);
@@ -190,31 +187,32 @@ namespace xmerge
         class evaluator<elected_sum_node<E, W>>
         {
         public:
-            explicit evaluator(const elected_sum_node<E, W>& node);
+            explicit evaluator(const elected_sum_node<E, W>& node)
+                : m_terms(node.terms()), m_weights(expression_list<W>(node.weights())), m_options(node.options())
+            {
+            }
 
-            std::size_t collect(statistics_registry& r);
+            std::size_t collect(statistics_registry& r) { return std::max(m_terms.collect(r), m_weights.collect(r)); }
 
             auto bind(std::size_t begin, std::size_t n, arena& a) const
             {
-                using bound_term = decltype(m_terms[0].bind(begin, n, a));
                 const std::size_t k = m_terms.size();
-                auto* terms = a.allocate<bound_term>(k);
+                auto* terms = m_terms.bind(begin, n, a);
                 auto* weights = a.allocate<float>(k);
                 double total = 0.0;
                 for (std::size_t i = 0; i < k; ++i)
                 {
-                    new (terms + i) bound_term(m_terms[i].bind(begin, n, a));
                     const double w = m_weights[i].value();
                     weights[i] = static_cast<float>(w);
                     total += w;
                 }
                 const float plain = std::fabs(total) < 1e-8 ? 1.0f : static_cast<float>(total);
-                return bound_elected_sum<bound_term>{terms, weights, k, m_options, plain};
+                return bound_elected_sum<std::remove_pointer_t<decltype(terms)>>{terms, weights, k, m_options, plain};
             }
 
         private:
-            std::vector<evaluator<E>> m_terms;
-            std::vector<evaluator<W>> m_weights;
+            list_evaluator<E> m_terms;
+            list_evaluator<W> m_weights;
             election_options m_options;
         };
     }
@@ -227,22 +225,11 @@ namespace xmerge
     inline elected_sum_node<E, W>::elected_sum_node(expression_list<E> terms, std::vector<W> weights, election_options options)
         : m_terms(std::move(terms)), m_weights(std::move(weights)), m_options(options)
     {
-        if (m_terms.empty())
-        {
-            throw parameter_error("", "models", "a merge needs at least one model");
-        }
+        detail::check_models(m_terms);
         if (m_weights.size() != m_terms.size())
         {
             throw parameter_error(m_terms[0].name(), "weights", "expected " + std::to_string(m_terms.size()) + " values (one per model), got "
                                                                    + std::to_string(m_weights.size()));
-        }
-        for (std::size_t k = 1; k < m_terms.size(); ++k)
-        {
-            if (m_terms[k].shape() != m_terms[0].shape())
-            {
-                throw shape_error(m_terms[k].name(), "", "model " + std::to_string(k) + " has shape " + to_string(m_terms[k].shape())
-                                                             + " but model 0 has shape " + to_string(m_terms[0].shape()));
-            }
         }
     }
 
@@ -268,38 +255,6 @@ namespace xmerge
         return elected_sum_node<E, S>(terms, weights.items(), options);
     }
 
-    namespace detail
-    {
-        template <class E, class W>
-        inline evaluator<elected_sum_node<E, W>>::evaluator(const elected_sum_node<E, W>& node) : m_options(node.options())
-        {
-            m_terms.reserve(node.terms().size());
-            for (const auto& t : node.terms())
-            {
-                m_terms.emplace_back(t);
-            }
-            m_weights.reserve(node.weights().size());
-            for (const auto& w : node.weights())
-            {
-                m_weights.emplace_back(w);
-            }
-        }
-
-        template <class E, class W>
-        inline std::size_t evaluator<elected_sum_node<E, W>>::collect(statistics_registry& r)
-        {
-            std::size_t level = 0;
-            for (auto& t : m_terms)
-            {
-                level = std::max(level, t.collect(r));
-            }
-            for (auto& w : m_weights)
-            {
-                level = std::max(level, w.collect(r));
-            }
-            return level;
-        }
-    }
 }
 
 #endif

@@ -48,7 +48,14 @@ namespace xmerge
         const std::vector<W>& weights() const noexcept { return m_weights; }
 
         template <class F>
-        void for_each_input(F&& f) const;
+        void for_each_input(F&& f) const
+        {
+            m_terms.for_each_input(f);
+            for (const auto& w : m_weights)
+            {
+                w.for_each_input(f);
+            }
+        }
 
     private:
         expression_list<E> m_terms;
@@ -215,8 +222,8 @@ namespace xmerge
             auto bind(std::size_t begin, std::size_t n, arena& a) const;
 
         private:
-            std::vector<evaluator<E>> m_terms;
-            std::vector<evaluator<W>> m_weights;
+            list_evaluator<E> m_terms;
+            list_evaluator<W> m_weights;
             bool m_shared_base = false;  // task vectors of one base memory
         };
     }
@@ -230,36 +237,11 @@ namespace xmerge
         : m_terms(std::move(terms))
         , m_weights(std::move(weights))
     {
-        if (m_terms.empty())
-        {
-            throw parameter_error("", "models", "a weighted sum needs at least one model");
-        }
+        detail::check_models(m_terms, "a weighted sum");
         if (m_weights.size() != m_terms.size())
         {
             throw parameter_error(m_terms[0].name(), "weights", "expected " + std::to_string(m_terms.size()) + " values (one per model), got "
                                                                    + std::to_string(m_weights.size()));
-        }
-        for (std::size_t k = 1; k < m_terms.size(); ++k)
-        {
-            if (m_terms[k].shape() != m_terms[0].shape())
-            {
-                throw shape_error(m_terms[k].name(), "", "model " + std::to_string(k) + " has shape " + to_string(m_terms[k].shape())
-                                                             + " but model 0 ('" + m_terms[0].name() + "') has shape " + to_string(m_terms[0].shape()));
-            }
-        }
-    }
-
-    template <class E, class W>
-    template <class F>
-    inline void weighted_sum_node<E, W>::for_each_input(F&& f) const
-    {
-        for (const auto& t : m_terms)
-        {
-            t.for_each_input(f);
-        }
-        for (const auto& w : m_weights)
-        {
-            w.for_each_input(f);
         }
     }
 
@@ -321,17 +303,8 @@ namespace xmerge
     {
         template <class E, class W>
         inline evaluator<weighted_sum_node<E, W>>::evaluator(const weighted_sum_node<E, W>& node)
+            : m_terms(node.terms()), m_weights(expression_list<W>(node.weights()))
         {
-            m_terms.reserve(node.terms().size());
-            for (const auto& t : node.terms())
-            {
-                m_terms.emplace_back(t);
-            }
-            m_weights.reserve(node.weights().size());
-            for (const auto& w : node.weights())
-            {
-                m_weights.emplace_back(w);
-            }
             if constexpr (is_task_vector<E>::value)
             {
                 using base_type = std::decay_t<decltype(std::get<1>(node.terms()[0].args()))>;
@@ -352,16 +325,7 @@ namespace xmerge
         template <class E, class W>
         inline std::size_t evaluator<weighted_sum_node<E, W>>::collect(statistics_registry& r)
         {
-            std::size_t level = 0;
-            for (auto& t : m_terms)
-            {
-                level = std::max(level, t.collect(r));
-            }
-            for (auto& w : m_weights)
-            {
-                level = std::max(level, w.collect(r));
-            }
-            return level;
+            return std::max(m_terms.collect(r), m_weights.collect(r));
         }
 
         template <class E, class W>
@@ -393,13 +357,8 @@ namespace xmerge
             }
             else
             {
-                using bound_term = decltype(m_terms[0].bind(begin, n, a));
-                auto* terms = a.allocate<bound_term>(k);
-                for (std::size_t i = 0; i < k; ++i)
-                {
-                    new (terms + i) bound_term(m_terms[i].bind(begin, n, a));
-                }
-                return bound_weighted_sum<bound_term>{terms, weights, k, uniform_inputs(terms, k)};
+                auto* terms = m_terms.bind(begin, n, a);
+                return bound_weighted_sum<std::remove_pointer_t<decltype(terms)>>{terms, weights, k, uniform_inputs(terms, k)};
             }
         }
     }
