@@ -289,7 +289,7 @@ namespace
         xmerge::io::checkpoint_writer w(out, layout, o);
         for (const auto& t : m.tensors())
         {
-            if (to && t.is_arithmetic() && *to != w.tensor(t.name).type())
+            if (to && t.is_arithmetic() && t.dtype != xmerge::io::safetensors_name(*to))
             {
                 xmerge::evaluate(xmerge::input(t.ref()), w.tensor(t.name));
             }
