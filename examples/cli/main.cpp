@@ -7,6 +7,7 @@
 //   xmerge make-demo DIR                     small synthetic base + fine-tunes
 //   xmerge io-floor OUT_FILE INPUT...        time to only read inputs and write an output
 
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -38,6 +39,16 @@
 namespace
 {
     namespace fs = std::filesystem;
+
+    // Ctrl-C or a termination request: the merge stops at the next tensor and
+    // unwinds, so the staging directory is removed; a second signal kills at once.
+    volatile std::sig_atomic_t stop_requested = 0;
+
+    extern "C" void request_stop(int sig)
+    {
+        stop_requested = 1;
+        std::signal(sig, SIG_DFL);
+    }
 
     struct run_args
     {
@@ -200,7 +211,16 @@ namespace
         }
 
         xmerge_cli::progress_bar bar(!a.no_progress);
-        options.progress = [&bar](const xmerge::merge_progress& p) { bar(p); };
+        options.progress = [&bar](const xmerge::merge_progress& p)
+        {
+            if (stop_requested)
+            {
+                throw std::runtime_error("interrupted; nothing was written");
+            }
+            bar(p);
+        };
+        std::signal(SIGINT, request_stop);
+        std::signal(SIGTERM, request_stop);
         const xmerge::merge_summary s = xmerge::run_merge(plan, registry, a.out_dir, options);
 
         const double moved = static_cast<double>(s.bytes_read + s.bytes_written);

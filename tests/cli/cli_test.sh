@@ -5,6 +5,7 @@
 #   cli_test.sh XMERGE_BINARY SCRATCH_DIR
 set -uo pipefail
 xmerge=$(realpath "$1")
+repo=$(realpath "$(dirname "$0")/../..")
 scratch=$2
 rm -rf "$scratch" && mkdir -p "$scratch" && cd "$scratch" || exit 1
 passed=0
@@ -28,7 +29,7 @@ expect_failure() {
     fi
 }
 
-"$xmerge" make-demo models --models 2 --layers 3 --hidden 64 --intermediate 128 --vocab 256 >/dev/null || fail "make-demo"
+"$xmerge" make-demo models --models 3 --layers 3 --hidden 64 --intermediate 128 --vocab 256 >/dev/null || fail "make-demo"
 expect "make-demo writes a base and fine-tunes" '[ -f models/base/model.safetensors ] && [ -f models/code/config.json ]'
 
 cat > ta.yml <<'YAML'
@@ -97,7 +98,25 @@ YAML
 "$xmerge" run slices.yml stacked --no-progress >/dev/null
 expect "slices stack layers and fix the config's layer count" 'grep -q "\"num_hidden_layers\": 4" stacked/config.json && "$xmerge" info stacked | grep -q "model.layers.3.mlp.up_proj.weight"'
 
+# An interrupted merge stops at the next tensor and cleans up (bigger models, so it is still running).
+"$xmerge" make-demo big --models 2 --layers 16 --hidden 512 --intermediate 1536 --vocab 4096 >/dev/null
+sed 's#models/#big/#g' ta.yml > big.yml
+"$xmerge" run big.yml interrupted --no-progress -j 1 >/dev/null 2>interrupt.log &
+pid=$!
+for _ in $(seq 500); do  # until the staging directory exists: the merge is under way
+    ls -a | grep -q '^\.interrupted\.partial-' && break
+    sleep 0.01
+done
+kill -INT $pid 2>/dev/null
+wait $pid
+rc=$?
+expect "Ctrl-C leaves no output and no staging directory" '[ $rc -ne 0 ] && [ ! -e interrupted ] && ! ls -a | grep -q "\.partial-"'
+
 if "$xmerge" methods | grep -q '^ties'; then
+    sed 's#build/demo/#models/#' "$repo/examples/recipes/demo-ties.yml" > demo-ties.yml
+    "$xmerge" run demo-ties.yml demo_out --no-progress >/dev/null
+    expect "the bundled TIES recipe runs" '[ -f demo_out/model.safetensors ]'
+
     sed 's/merge_method: task_arithmetic/merge_method: ties/; s/parameters: {weight: 0.6}/parameters: {weight: 0.6, density: 0.3}/' ta.yml > ties.yml
     "$xmerge" run ties.yml ties_out --no-progress >/dev/null
     expect "ties merge through the command line" '[ -f ties_out/model.safetensors ]'
