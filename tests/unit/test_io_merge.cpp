@@ -381,3 +381,31 @@ TEST_CASE("merge_models: slices stack layer ranges and renumber them", "[io][mer
     spec.slices = {bad};
     CHECK_THROWS_WITH(xmerge::plan_merge(spec, xmerge::builtin_methods()), Catch::Contains("which has 4"));
 }
+
+TEST_CASE("merge_models: per-model extra tensors reach the method, checked against the model", "[io][merge]")
+{
+    scratch_dir dir;
+    const family f(3, 1);
+    std::size_t extras = 0;
+    xmerge::method_registry registry;
+    xmerge::method_info info;
+    info.name = "with_fisher";
+    info.build = [&](const xmerge::method_inputs& in, const xmerge::parameters&) -> xmerge::any_expression
+    {
+        extras = in.extra.at("fisher").size();
+        return in.models[0] * in.extra.at("fisher")[1];
+    };
+    registry.add(info);
+    xmerge::merge_spec spec;
+    spec.method = "with_fisher";
+    spec.models = {{&f.models[0], {}, {{"fisher", &f.models[1]}}, {}}, {&f.models[1], {}, {{"fisher", &f.models[2]}}, {}}};
+    xmerge::merge_models(spec, registry, dir / "out");
+    CHECK(extras == 2);
+    const xmerge::model out = xmerge::model::open(dir / "out");
+    const auto got = read_f32(out, "lm_head.weight");
+    CHECK(got[5] == f.values[0].back()[5] * f.values[2].back()[5]);
+
+    // only one model with fisher tensors
+    spec.models[1].extra.clear();
+    CHECK_THROWS_WITH(xmerge::plan_merge(spec, registry), Catch::Contains("only some models have 'fisher' tensors"));
+}

@@ -151,3 +151,37 @@ TEST_CASE("recipe_merge: opens each checkpoint once and tells the base from the 
     const std::string only_base = "merge_method: task_arithmetic\nbase_model: " + (dir / "base") + "\nmodels:\n  - model: " + (dir / "base") + "\n";
     CHECK_THROWS_WITH(xmerge::recipe_merge(xmerge::parse_recipe(only_base, "r.yml"), registry), Catch::Contains("besides the base"));
 }
+
+TEST_CASE("recipe_merge: in slices the base is the source from the base model", "[recipe]")
+{
+    scratch_dir dir;
+    std::vector<std::vector<float>> values;
+    for (int m = 0; m < 2; ++m)
+    {
+        std::filesystem::create_directories(dir / std::to_string(m));
+        std::vector<xmerge::const_tensor_ref> refs;
+        values.reserve(8);
+        for (int l = 0; l < 4; ++l)
+        {
+            values.push_back(std::vector<float>(8, static_cast<float>(10 * m + l)));
+            refs.push_back(xmerge::as_tensor(values.back(), "layers." + std::to_string(l) + ".w"));
+        }
+        xmerge::io::save_safetensors(dir / (std::to_string(m) + "/model.safetensors"), refs);
+    }
+    const std::string text = "merge_method: task_arithmetic\nbase_model: " + (dir / "0") + "\nslices:\n  - sources:\n      - model: " + (dir / "0")
+                             + "\n        layer_range: [1, 3]\n      - model: " + (dir / "1") + "\n        layer_range: [0, 2]\n        parameters: {weight: 1.0}\n";
+    const auto registry = xmerge::builtin_methods();
+    const xmerge::recipe_merge bound(xmerge::parse_recipe(text, "s.yml"), registry);
+    REQUIRE(bound.spec().slices.size() == 1);
+    const auto& slice = bound.spec().slices[0];
+    REQUIRE(slice.base);
+    CHECK(slice.base->layer_range == std::make_pair(std::size_t(1), std::size_t(3)));
+    CHECK(slice.sources.size() == 1);
+    scratch_dir out;
+    const auto s = xmerge::merge_models(bound.spec(), registry, out / "m");
+    CHECK(s.layers == 2);
+    const xmerge::model m = xmerge::model::open(out / "m");
+    // output layer 1 = base layer 2 + (model layer 1 - base layer 2)
+    CHECK(m.at("layers.1.w").ref().typed_data<float>()[0] == 11.0f);
+    CHECK(m.size() == 2);
+}
