@@ -409,3 +409,20 @@ TEST_CASE("merge_models: per-model extra tensors reach the method, checked again
     spec.models[1].extra.clear();
     CHECK_THROWS_WITH(xmerge::plan_merge(spec, registry), Catch::Contains("only some models have 'fisher' tensors"));
 }
+
+TEST_CASE("run_merge: an output directory holding an input is refused", "[io][merge]")
+{
+    scratch_dir dir;
+    const family f(2, 1);
+    xmerge::merge_models(task_arithmetic_spec(f, 1.0), xmerge::builtin_methods(), dir / "first");
+    const xmerge::model first = xmerge::model::open(dir / "first");
+    xmerge::merge_spec spec;
+    spec.method = "linear";
+    spec.parameters["weight"] = 1.0;
+    spec.models = {{&first, {}, {}, {}}, {&f.models[1], {}, {}, {}}};
+    xmerge::merge_options o;
+    o.output.overwrite = true;
+    CHECK_THROWS_WITH(xmerge::merge_models(spec, xmerge::builtin_methods(), dir / "first", o), Catch::Contains("holds the input file"));
+    CHECK_THROWS_WITH(xmerge::merge_models(spec, xmerge::builtin_methods(), dir.path().string(), o), Catch::Contains("holds the input file"));
+    CHECK(xmerge::model::open(dir / "first").size() == first.size());
+}

@@ -70,6 +70,7 @@ parameters:
   n: 3
   f: -2.5e-1
   b: false
+  y: yes
   s: hello
   q: "1.5"
   rule: {filter: attn, value: 2}
@@ -79,6 +80,7 @@ out_dtype: bf16
     CHECK(std::get<double>(*r.parameters.at("n").evaluate("", 0)) == 3.0);
     CHECK(std::get<double>(*r.parameters.at("f").evaluate("", 0)) == -0.25);
     CHECK(std::get<bool>(*r.parameters.at("b").evaluate("", 0)) == false);
+    CHECK(std::get<bool>(*r.parameters.at("y").evaluate("", 0)) == true);  // YAML 1.1, as PyYAML reads it
     CHECK(std::get<std::string>(*r.parameters.at("s").evaluate("", 0)) == "hello");
     CHECK(std::get<std::string>(*r.parameters.at("q").evaluate("", 0)) == "1.5");
     CHECK(std::get<double>(*r.parameters.at("rule").evaluate("a.attn.b", 0)) == 2.0);

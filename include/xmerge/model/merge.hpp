@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -691,6 +692,52 @@ namespace xmerge
             return n;
         }
 
+        // Overwriting a directory that holds an input would destroy the user's model.
+        inline void check_output_is_not_input(const merge_plan& plan, const std::string& out_dir)
+        {
+            namespace fs = std::filesystem;
+            std::error_code ec;
+            const fs::path out = fs::weakly_canonical(fs::absolute(out_dir), ec);
+            if (ec)
+            {
+                return;
+            }
+            std::set<std::string> checked;
+            auto check = [&](const model_tensor* t)
+            {
+                if (t == nullptr || t->file == nullptr || !checked.insert(t->file->path()).second)
+                {
+                    return;
+                }
+                const fs::path in = fs::weakly_canonical(fs::absolute(t->file->path()), ec);
+                auto o = out.begin();
+                auto i = in.begin();
+                for (; o != out.end() && i != in.end() && *o == *i; ++o, ++i)
+                {
+                }
+                if (!ec && o == out.end())
+                {
+                    throw io_error(out_dir, "", "holds the input file " + t->file->path() + "; choose an output directory that holds no input");
+                }
+            };
+            for (const auto& t : plan.tensors)
+            {
+                check(t.base);
+                check(t.copy_from);
+                for (const model_tensor* m : t.models)
+                {
+                    check(m);
+                }
+                for (const auto& [_, list] : t.extra)
+                {
+                    for (const model_tensor* e : list)
+                    {
+                        check(e);
+                    }
+                }
+            }
+        }
+
         inline void release_inputs(const planned_tensor& t)
         {
             auto rel = [&](const model_tensor* x)
@@ -740,6 +787,7 @@ namespace xmerge
             i.shape = t.shape;
             layout.push_back(std::move(i));
         }
+        detail::check_output_is_not_input(plan, out_dir);
         // Fails early on a non-empty output directory, before anything is read.
         io::checkpoint_writer writer(out_dir, layout, options.output);
 

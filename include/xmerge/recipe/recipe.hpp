@@ -139,13 +139,20 @@ namespace xmerge
                 const std::string& s = n.Scalar();
                 if (n.Tag() != "!")
                 {
-                    if (s == "true" || s == "True" || s == "TRUE")
+                    // YAML 1.1 booleans, as mergekit's PyYAML reads them.
+                    for (const char* t : {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"})
                     {
-                        return true;
+                        if (s == t)
+                        {
+                            return true;
+                        }
                     }
-                    if (s == "false" || s == "False" || s == "FALSE")
+                    for (const char* f : {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"})
                     {
-                        return false;
+                        if (s == f)
+                        {
+                            return false;
+                        }
                     }
                     std::string lower;
                     for (char c : s)
