@@ -43,6 +43,16 @@ namespace xmerge
     /// A model taking part in a merge, with its own parameters.
     struct merge_source
     {
+        merge_source() = default;
+        merge_source(const model* m, std::map<std::string, parameter_setting> params = {}, std::map<std::string, const model*> extra_tensors = {},
+                     std::pair<std::size_t, std::size_t> layers = {0, 0})
+            : source(m)
+            , parameters(std::move(params))
+            , extra(std::move(extra_tensors))
+            , layer_range(layers)
+        {
+        }
+
         const model* source = nullptr;
         /// Per-model parameters (method parameters of per-model scope).
         std::map<std::string, parameter_setting> parameters;
@@ -151,7 +161,7 @@ namespace xmerge
         parameters params;
         /// Copy source.
         const model_tensor* copy_from = nullptr;
-        /// Why a tensor is copied instead of merged.
+        /// Why a tensor is copied by a rule instead of merged (empty for non-float tensors, always copied).
         std::string note;
     };
 
@@ -362,31 +372,24 @@ namespace xmerge
             {
                 reference = src.models.front()->source->find(src.model_names.front());
             }
-            const model_tensor* copy_source = reference;
-            auto copy = [&](const std::string& why)
-            {
-                if (copy_source == nullptr)
-                {
-                    throw io_error("", src.out_name, why + ", and no model has it to copy");
-                }
-                p.what = planned_tensor::action::copy;
-                p.copy_from = copy_source;
-                p.dtype = copy_source->dtype;
-                p.shape = copy_source->shape;
-                p.note = why;
-                if (copy_source->is_arithmetic() && options.out_dtype)
-                {
-                    p.dtype = io::safetensors_name(*options.out_dtype);
-                }
-                return p;
-            };
             if (reference == nullptr)
             {
-                throw io_error("", src.out_name, "missing from every input model");
+                throw io_error(src.models.empty() ? std::string() : src.models.front()->source->name(), src.models.empty() ? src.out_name : src.model_names.front(),
+                               "missing from this model");
             }
+            // A copy of the reference: the base, or the first model without one.
+            auto copy = [&](const std::string& why)
+            {
+                p.what = planned_tensor::action::copy;
+                p.copy_from = reference;
+                p.dtype = reference->is_arithmetic() && options.out_dtype ? io::safetensors_name(*options.out_dtype) : reference->dtype;
+                p.shape = reference->shape;
+                p.note = why;
+                return p;
+            };
             if (!reference->is_arithmetic())
             {
-                return copy(reference->dtype + " tensor copied unchanged");
+                return copy("");  // position ids, masks: nothing to merge
             }
             if (src.base)
             {
@@ -637,7 +640,7 @@ namespace xmerge
         }
         for (const auto& t : plan.tensors)
         {
-            if (t.what == planned_tensor::action::copy && t.note.find("copied unchanged") == std::string::npos)
+            if (t.what == planned_tensor::action::copy && !t.note.empty())
             {
                 plan.notes.push_back("tensor '" + t.name + "' copied from the base: " + t.note);
             }
