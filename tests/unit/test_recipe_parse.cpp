@@ -187,3 +187,72 @@ TEST_CASE("recipe_merge: in slices the base is the source from the base model", 
     CHECK(m.at("layers.1.w").ref().typed_data<float>()[0] == 11.0f);
     CHECK(m.size() == 2);
 }
+
+TEST_CASE("recipe: the bundled TIES demo recipe maps onto TIES's parameters", "[recipe]")
+{
+    xmerge::recipe r = xmerge::load_recipe(std::string(XMERGE_TEST_DATA_DIR) + "/../../examples/recipes/demo-ties.yml");
+    CHECK(r.merge_method == "ties");
+    CHECK(r.compute_dtype == xmerge::dtype::bfloat16);
+
+    // Models with two layers, at the paths the recipe names, under a scratch directory.
+    scratch_dir dir;
+    std::vector<std::vector<float>> store;
+    store.reserve(64);
+    auto relocate = [&](std::string& path)
+    {
+        const std::string local = dir / path;
+        if (!std::filesystem::exists(local))
+        {
+            std::filesystem::create_directories(local);
+            std::vector<xmerge::const_tensor_ref> refs;
+            for (const char* name : {"model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight", "model.layers.0.self_attn.q_proj.weight",
+                                     "model.layers.1.mlp.up_proj.weight", "model.layers.1.self_attn.q_proj.weight", "lm_head.weight"})
+            {
+                store.push_back(std::vector<float>(16, static_cast<float>(store.size())));
+                refs.push_back(xmerge::as_tensor(store.back(), name));
+            }
+            xmerge::io::save_safetensors(local + "/model.safetensors", refs);
+        }
+        path = local;
+    };
+    relocate(r.base_model);
+    for (auto& m : r.models)
+    {
+        relocate(m.model);
+    }
+
+    // TIES as the registry declares it: per-model weight and density, global lambda and normalize.
+    xmerge::method_registry registry;
+    xmerge::method_info ties;
+    ties.name = "ties";
+    ties.needs_base = true;
+    ties.parameters = {{"weight", xmerge::parameter_scope::per_model, std::nullopt, ""},
+                       {"density", xmerge::parameter_scope::per_model, 1.0, ""},
+                       {"lambda", xmerge::parameter_scope::global, 1.0, ""},
+                       {"normalize", xmerge::parameter_scope::global, true, ""}};
+    ties.build = [](const xmerge::method_inputs& in, const xmerge::parameters&) -> xmerge::any_expression { return *in.base + 0.0; };
+    registry.add(ties);
+
+    const xmerge::recipe_merge bound(r, registry);
+    CHECK(bound.spec().models.size() == 3);  // the listed base is not a task
+    const auto plan = xmerge::plan_merge(bound.spec(), registry);
+    auto param = [&](const std::string& tensor, const std::string& name)
+    {
+        for (const auto& t : plan.tensors)
+        {
+            if (t.name == tensor)
+            {
+                return t.params.values().at(name);
+            }
+        }
+        FAIL("no tensor " << tensor);
+        return xmerge::parameter_value{};
+    };
+    using list = std::vector<double>;
+    CHECK(std::get<list>(param("model.layers.0.mlp.up_proj.weight", "weight")) == list{1.0, 0.6, 0.8});
+    CHECK(std::get<list>(param("model.layers.1.self_attn.q_proj.weight", "weight")) == list{1.0, 1.0, 0.4});
+    CHECK(std::get<list>(param("model.embed_tokens.weight", "density")) == list{0.2, 0.2, 0.3});
+    CHECK(std::get<double>(param("lm_head.weight", "lambda")) == 1.0);
+    CHECK(std::get<bool>(param("lm_head.weight", "normalize")) == true);
+    CHECK(bound.out_dtype() == xmerge::dtype::bfloat16);
+}
