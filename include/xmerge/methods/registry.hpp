@@ -47,9 +47,11 @@ namespace xmerge
     {
         std::string name;
         parameter_scope scope = parameter_scope::global;
-        /// Default; empty when the parameter is required.
+        /// Default; empty when the parameter is required (or optional).
         std::optional<parameter_value> fallback;
         std::string help;
+        /// Without a default: absent unless given, instead of required.
+        bool optional = false;
     };
 
     /**
@@ -287,6 +289,10 @@ namespace xmerge
         {
             if (!complete.has(spec.name))
             {
+                if (spec.optional)
+                {
+                    continue;
+                }
                 if (!spec.fallback)
                 {
                     throw parameter_error(inputs.tensor, spec.name, "is required by method '" + method + "'");
