@@ -262,7 +262,7 @@ namespace
             for (const auto& p : m.parameters)
             {
                 std::printf("    %-12s %-9s %-10s %s\n", p.name.c_str(), p.scope == xmerge::parameter_scope::per_model ? "per-model" : "global",
-                            p.fallback ? value_text(*p.fallback).c_str() : "required", p.help.c_str());
+                            p.fallback ? value_text(*p.fallback).c_str() : (p.optional ? "optional" : "required"), p.help.c_str());
             }
         }
         return 0;

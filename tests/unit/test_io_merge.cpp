@@ -426,3 +426,26 @@ TEST_CASE("run_merge: an output directory holding an input is refused", "[io][me
     CHECK_THROWS_WITH(xmerge::merge_models(spec, xmerge::builtin_methods(), dir.path().string(), o), Catch::Contains("holds the input file"));
     CHECK(xmerge::model::open(dir / "first").size() == first.size());
 }
+
+TEST_CASE("plan_merge: optional parameters stay absent unless set, for every model or none", "[io][merge]")
+{
+    const family f(3, 1);
+    xmerge::method_registry registry;
+    xmerge::method_info info;
+    info.name = "opt";
+    info.parameters = {{"mode", xmerge::parameter_scope::global, std::nullopt, "", true}, {"gain", xmerge::parameter_scope::per_model, std::nullopt, "", true}};
+    info.build = [](const xmerge::method_inputs& in, const xmerge::parameters&) -> xmerge::any_expression { return in.models[0] + 0.0; };
+    registry.add(info);
+    xmerge::merge_spec spec;
+    spec.method = "opt";
+    spec.models = {{&f.models[0]}, {&f.models[1]}};
+    auto plan = xmerge::plan_merge(spec, registry);
+    CHECK(plan.tensors[0].params.values().empty());
+    spec.parameters["mode"] = "fast";
+    spec.models[0].parameters["gain"] = 2.0;
+    CHECK_THROWS_WITH(xmerge::plan_merge(spec, registry), Catch::Contains("'gain'") && Catch::Contains("not for model 'model1'"));
+    spec.models[1].parameters["gain"] = 3.0;
+    plan = xmerge::plan_merge(spec, registry);
+    CHECK(std::get<std::string>(plan.tensors[0].params.values().at("mode")) == "fast");
+    CHECK(std::get<std::vector<double>>(plan.tensors[0].params.values().at("gain")) == std::vector<double>{2.0, 3.0});
+}

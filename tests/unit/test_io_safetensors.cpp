@@ -182,7 +182,8 @@ TEST_CASE("safetensors_writer: nothing appears under the name until every tensor
 
     xmerge::io::safetensors_writer w(path, layout, {{"k", "v"}});
     xmerge::tensor_ref b = w.tensor("b");
-    xmerge::evaluate(xmerge::input(std::vector<float>{1, 2, 3, 4, 5, 6}) * 2.0, b.reshaped({6}));
+    const std::vector<float> six = {1, 2, 3, 4, 5, 6};
+    xmerge::evaluate(xmerge::input(six) * 2.0, b.reshaped({6}));
     w.finish("b");
     const std::int64_t c = -7;
     w.write("c", &c, 8);

@@ -299,7 +299,7 @@ namespace xmerge
                     {
                         p.set(s.name, *v);
                     }
-                    else if (!s.fallback)
+                    else if (!s.fallback && !s.optional)
                     {
                         throw parameter_error(src.out_name, s.name, "is required by method '" + info.name + "'");
                     }
@@ -307,6 +307,7 @@ namespace xmerge
                 }
                 std::vector<double> values;
                 bool any = false;
+                std::string unset;  // a model without a value for an optional parameter
                 for (std::size_t k = 0; k < src.models.size(); ++k)
                 {
                     const std::string& in_name = src.model_names[k];
@@ -322,6 +323,11 @@ namespace xmerge
                     if (!v && s.fallback)
                     {
                         v = *s.fallback;
+                    }
+                    if (!v && s.optional)
+                    {
+                        unset = src.models[k]->source->name();
+                        continue;
                     }
                     if (!v)
                     {
@@ -342,6 +348,10 @@ namespace xmerge
                     }
                     values.push_back(number);
                     any = true;
+                }
+                if (any && !unset.empty())
+                {
+                    throw parameter_error(src.out_name, s.name, "is set for some models but not for model '" + unset + "'; set it for every model or none");
                 }
                 if (any)
                 {
