@@ -1,0 +1,374 @@
+/***************************************************************************
+ * xmerge: weight-space arithmetic for neural-network checkpoints.
+ * Distributed under the BSD 3-Clause License; see LICENSE.
+ ***************************************************************************/
+#ifndef XMERGE_IO_CHECKPOINT_WRITER_HPP
+#define XMERGE_IO_CHECKPOINT_WRITER_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../core/tensor_ref.hpp"
+#include "output_file.hpp"
+#include "safetensors.hpp"
+#include "safetensors_writer.hpp"
+#include "shard_index.hpp"
+
+/**
+ * @file
+ * Writing a whole checkpoint directory atomically: safetensors shards of a
+ * bounded size, the shard index, and any other files (config, tokenizer),
+ * built in a hidden sibling directory that is renamed into place at the end.
+ */
+
+namespace xmerge::io
+{
+    /// Options of checkpoint_writer.
+    struct checkpoint_options
+    {
+        /// Largest shard in bytes of tensor data; a tensor larger than this gets a shard of its own.
+        std::size_t max_shard_bytes = std::size_t(5) * 1000 * 1000 * 1000;
+        /// Shards are "<basename>.safetensors" or "<basename>-0000i-of-0000n.safetensors".
+        std::string basename = "model";
+        /// `__metadata__` of every shard.
+        std::map<std::string, std::string> metadata;
+        /// Replace an existing non-empty directory (only once the new one is complete).
+        bool overwrite = false;
+        /// Flush files and directories to the device before commit() returns.
+        bool sync = false;
+    };
+
+    /**
+     * A checkpoint directory written tensor by tensor.
+     *
+     * The layout (which tensor goes to which shard, at which offset) is fixed
+     * by the constructor from the tensors' names, dtypes and shapes, in the
+     * given order. Everything is written under a staging directory next to
+     * `dir`; commit() checks that every tensor was finished, writes the index
+     * (for more than one shard) and renames the staging directory to `dir`.
+     * Destroying the writer before commit() removes the staging directory, so
+     * a failure never leaves a partial checkpoint, and `dir` is untouched.
+     *
+     * The constructor fails early (before any work) when `dir` exists and is
+     * not empty without `overwrite`, or when its parent cannot be written.
+     */
+    class checkpoint_writer
+    {
+    public:
+        checkpoint_writer(std::string dir, const std::vector<tensor_info>& tensors, checkpoint_options options = {});
+        ~checkpoint_writer();
+        checkpoint_writer(const checkpoint_writer&) = delete;
+        checkpoint_writer& operator=(const checkpoint_writer&) = delete;
+
+        const std::string& directory() const noexcept { return m_dir; }
+        /// Where files land before commit(); other files of the checkpoint can be written here.
+        const std::string& staging_directory() const noexcept { return m_staging; }
+
+        std::size_t shard_count() const noexcept { return m_shards.size(); }
+        /// File name of the shard holding a tensor.
+        const std::string& shard_of(const std::string& name) const;
+        /// Bytes of all files written so far (headers and tensor data).
+        std::size_t total_bytes() const noexcept { return m_total_bytes; }
+
+        std::uint8_t* data(const std::string& name) { return writer(name).data(name); }
+        tensor_ref tensor(const std::string& name) { return writer(name).tensor(name); }
+        void write(const std::string& name, const void* bytes, std::size_t n) { writer(name).write(name, bytes, n); }
+        void finish(const std::string& name) { writer(name).finish(name); }
+
+        /// Copies a file into the checkpoint under `name` (e.g. "config.json").
+        void add_file(const std::string& source, const std::string& name);
+        /// Writes a file of the checkpoint from memory.
+        void add_file_contents(const std::string& name, const std::string& contents);
+
+        void commit();
+
+    private:
+        safetensors_writer& writer(const std::string& name);
+        void remove_staging() noexcept;
+
+        std::string m_dir;
+        std::string m_staging;
+        checkpoint_options m_options;
+        std::vector<std::string> m_shard_names;
+        std::vector<std::unique_ptr<safetensors_writer>> m_shards;
+        std::unordered_map<std::string, std::size_t> m_shard_of;
+        std::size_t m_tensor_bytes = 0;
+        std::size_t m_total_bytes = 0;
+        bool m_committed = false;
+    };
+
+    /********************
+     * Implementation   *
+     ********************/
+
+    namespace detail
+    {
+        inline void sync_directory(const std::string& dir)
+        {
+#if XMERGE_HAS_MMAP
+            const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (fd >= 0)
+            {
+                ::fsync(fd);
+                ::close(fd);
+            }
+#else
+            (void)dir;
+#endif
+        }
+    }
+
+    inline checkpoint_writer::checkpoint_writer(std::string dir, const std::vector<tensor_info>& tensors, checkpoint_options options)
+        : m_dir(std::move(dir))
+        , m_options(std::move(options))
+    {
+        namespace fs = std::filesystem;
+        if (m_dir.empty())
+        {
+            throw io_error(m_dir, "", "empty output directory name");
+        }
+        if (m_options.max_shard_bytes == 0)
+        {
+            throw parameter_error("", "max_shard_bytes", "must be positive");
+        }
+        fs::path target = fs::absolute(fs::path(m_dir)).lexically_normal();
+        if (!target.has_filename())
+        {
+            target = target.parent_path();
+        }
+        std::error_code ec;
+        if (fs::exists(target, ec))
+        {
+            if (!fs::is_directory(target, ec))
+            {
+                throw io_error(m_dir, "", "exists and is not a directory");
+            }
+            if (!fs::is_empty(target, ec) && !m_options.overwrite)
+            {
+                throw io_error(m_dir, "", "exists and is not empty; choose another output directory or allow overwriting");
+            }
+        }
+        const fs::path parent = target.parent_path();
+        if (!fs::is_directory(parent, ec))
+        {
+            fs::create_directories(parent, ec);
+            if (ec)
+            {
+                throw io_error(parent.string(), "", "cannot create the output's parent directory: " + ec.message());
+            }
+        }
+        m_dir = target.string();
+        m_staging = (parent / ("." + target.filename().string() + ".partial-" + detail::unique_suffix())).string();
+        if (!fs::create_directory(m_staging, ec) || ec)
+        {
+            throw io_error(m_staging, "", "cannot create the staging directory: " + (ec ? ec.message() : std::string("it exists")));
+        }
+
+        try
+        {
+            // Greedy shards in the given order, as Hugging Face and mergekit do.
+            std::vector<std::vector<tensor_info>> groups(1);
+            std::size_t current = 0;
+            for (const auto& t : tensors)
+            {
+                std::size_t count = 1;
+                for (std::size_t e : t.shape)
+                {
+                    if (!detail::checked_mul(count, e, count))
+                    {
+                        throw io_error(m_dir, t.name, "element count of shape " + to_string(t.shape) + " overflows");
+                    }
+                }
+                std::size_t bytes = 0;
+                if (!storage_bytes(t.dtype, count, bytes))
+                {
+                    throw io_error(m_dir, t.name, "dtype '" + t.dtype + "' is unknown or shape " + to_string(t.shape) + " does not fill whole bytes");
+                }
+                if (!groups.back().empty() && current + bytes > m_options.max_shard_bytes)
+                {
+                    groups.emplace_back();
+                    current = 0;
+                }
+                groups.back().push_back(t);
+                current += bytes;
+                m_tensor_bytes += bytes;
+            }
+            writer_options wo;
+            wo.temporary_name = false;  // the whole directory is renamed instead
+            wo.sync = m_options.sync;
+            for (std::size_t i = 0; i < groups.size(); ++i)
+            {
+                const std::string name = shard_file_name(i + 1, groups.size(), m_options.basename);
+                m_shard_names.push_back(name);
+                m_shards.push_back(std::make_unique<safetensors_writer>((fs::path(m_staging) / name).string(), groups[i], m_options.metadata, wo));
+                m_total_bytes += m_shards.back()->size();
+                for (const auto& t : groups[i])
+                {
+                    if (!m_shard_of.emplace(t.name, i).second)
+                    {
+                        throw io_error(m_dir, t.name, "appears twice among the output tensors");
+                    }
+                }
+            }
+        }
+        catch (...)
+        {
+            m_shards.clear();
+            remove_staging();
+            throw;
+        }
+    }
+
+    inline checkpoint_writer::~checkpoint_writer()
+    {
+        if (!m_committed)
+        {
+            m_shards.clear();
+            remove_staging();
+        }
+    }
+
+    inline void checkpoint_writer::remove_staging() noexcept
+    {
+        std::error_code ec;
+        std::filesystem::remove_all(m_staging, ec);
+    }
+
+    inline safetensors_writer& checkpoint_writer::writer(const std::string& name)
+    {
+        const auto it = m_shard_of.find(name);
+        if (it == m_shard_of.end())
+        {
+            throw io_error(m_dir, name, "is not part of this checkpoint's layout");
+        }
+        return *m_shards[it->second];
+    }
+
+    inline const std::string& checkpoint_writer::shard_of(const std::string& name) const
+    {
+        const auto it = m_shard_of.find(name);
+        if (it == m_shard_of.end())
+        {
+            throw io_error(m_dir, name, "is not part of this checkpoint's layout");
+        }
+        return m_shard_names[it->second];
+    }
+
+    inline void checkpoint_writer::add_file(const std::string& source, const std::string& name)
+    {
+        namespace fs = std::filesystem;
+        if (!detail::is_safe_relative(name))
+        {
+            throw io_error(source, "", "'" + name + "' is not a file name inside the checkpoint");
+        }
+        const fs::path dest = fs::path(m_staging) / name;
+        std::error_code ec;
+        fs::create_directories(dest.parent_path(), ec);
+        fs::copy_file(source, dest, fs::copy_options::overwrite_existing, ec);
+        if (ec)
+        {
+            throw io_error(source, "", "cannot copy into the checkpoint: " + ec.message());
+        }
+        m_total_bytes += static_cast<std::size_t>(fs::file_size(dest, ec));
+    }
+
+    inline void checkpoint_writer::add_file_contents(const std::string& name, const std::string& contents)
+    {
+        namespace fs = std::filesystem;
+        if (!detail::is_safe_relative(name))
+        {
+            throw io_error(m_dir, "", "'" + name + "' is not a file name inside the checkpoint");
+        }
+        const fs::path dest = fs::path(m_staging) / name;
+        std::error_code ec;
+        fs::create_directories(dest.parent_path(), ec);
+        std::ofstream out(dest, std::ios::binary | std::ios::trunc);
+        out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
+        out.flush();
+        if (!out)
+        {
+            throw io_error(dest.string(), "", "cannot write");
+        }
+        m_total_bytes += contents.size();
+    }
+
+    inline void checkpoint_writer::commit()
+    {
+        namespace fs = std::filesystem;
+        if (m_committed)
+        {
+            throw io_error(m_dir, "", "committed twice");
+        }
+        for (auto& s : m_shards)
+        {
+            s->commit();
+        }
+        if (m_shards.size() > 1)
+        {
+            shard_index index;
+            index.total_size = m_tensor_bytes;
+            for (const auto& [name, i] : m_shard_of)
+            {
+                index.weight_map[name] = m_shard_names[i];
+            }
+            const std::string index_path = (fs::path(m_staging) / (m_options.basename + ".safetensors.index.json")).string();
+            write_shard_index(index_path, index);
+            std::error_code size_ec;
+            m_total_bytes += static_cast<std::size_t>(fs::file_size(index_path, size_ec));
+        }
+        if (m_options.sync)
+        {
+            detail::sync_directory(m_staging);
+        }
+
+        std::error_code ec;
+        std::string old;
+        if (fs::exists(m_dir, ec))
+        {
+            if (fs::is_empty(m_dir, ec))
+            {
+                fs::remove(m_dir, ec);
+            }
+            else
+            {
+                // Only now, with the new checkpoint complete, is the old one moved aside.
+                old = (fs::path(m_dir).parent_path() / ("." + fs::path(m_dir).filename().string() + ".old-" + detail::unique_suffix())).string();
+                fs::rename(m_dir, old, ec);
+                if (ec)
+                {
+                    throw io_error(m_dir, "", "cannot move the existing directory aside: " + ec.message());
+                }
+            }
+        }
+        fs::rename(m_staging, m_dir, ec);
+        if (ec)
+        {
+            if (!old.empty())
+            {
+                std::error_code back;
+                fs::rename(old, m_dir, back);
+            }
+            throw io_error(m_dir, "", "cannot rename the finished checkpoint into place: " + ec.message());
+        }
+        m_committed = true;
+        if (!old.empty())
+        {
+            fs::remove_all(old, ec);
+        }
+        if (m_options.sync)
+        {
+            detail::sync_directory(fs::path(m_dir).parent_path().string());
+        }
+    }
+}
+
+#endif
