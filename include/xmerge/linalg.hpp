@@ -16,7 +16,9 @@
 
 #include "linalg/backend.hpp"
 #include "linalg/dense.hpp"
+#include "linalg/gram.hpp"
 #include "linalg/projection.hpp"
+#include "linalg/regmean.hpp"
 #include "linalg/svd.hpp"
 
 #endif

@@ -7,12 +7,22 @@
 
 #include "registry.hpp"
 
+#if defined(XMERGE_WITH_LINALG)
+#include "../linalg/regmean.hpp"
+#endif
+
 namespace xmerge
 {
-    /// Registers the data-aware and projection family (LAPACK-based ones with XMERGE_WITH_LINALG).
+    /**
+     * Registers the data-aware and projection family; with XMERGE_WITH_LINALG
+     * (the xmerge::linalg target): regmean.
+     */
     inline void add_data_aware_methods(method_registry& r)
     {
         (void)r;
+#if defined(XMERGE_WITH_LINALG)
+        r.add(regmean_method());
+#endif
     }
 }
 
