@@ -17,8 +17,11 @@
 #include "linalg/backend.hpp"
 #include "linalg/dense.hpp"
 #include "linalg/gram.hpp"
+#include "linalg/isotropic.hpp"
 #include "linalg/projection.hpp"
 #include "linalg/regmean.hpp"
 #include "linalg/svd.hpp"
+#include "linalg/task_matrix.hpp"
+#include "linalg/tsv_m.hpp"
 
 #endif

@@ -8,20 +8,25 @@
 #include "registry.hpp"
 
 #if defined(XMERGE_WITH_LINALG)
+#include "../linalg/isotropic.hpp"
 #include "../linalg/regmean.hpp"
+#include "../linalg/tsv_m.hpp"
 #endif
 
 namespace xmerge
 {
     /**
      * Registers the data-aware and projection family; with XMERGE_WITH_LINALG
-     * (the xmerge::linalg target): regmean.
+     * (the xmerge::linalg target): regmean, tsv_m, iso_c, iso_cts.
      */
     inline void add_data_aware_methods(method_registry& r)
     {
         (void)r;
 #if defined(XMERGE_WITH_LINALG)
         r.add(regmean_method());
+        r.add(tsv_m_method());
+        r.add(iso_c_method());
+        r.add(iso_cts_method());
 #endif
     }
 }
