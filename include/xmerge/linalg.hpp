@@ -18,6 +18,7 @@
 #include "linalg/dense.hpp"
 #include "linalg/gram.hpp"
 #include "linalg/isotropic.hpp"
+#include "linalg/opcm.hpp"
 #include "linalg/projection.hpp"
 #include "linalg/regmean.hpp"
 #include "linalg/svd.hpp"

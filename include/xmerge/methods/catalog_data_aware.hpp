@@ -9,6 +9,7 @@
 
 #if defined(XMERGE_WITH_LINALG)
 #include "../linalg/isotropic.hpp"
+#include "../linalg/opcm.hpp"
 #include "../linalg/regmean.hpp"
 #include "../linalg/tsv_m.hpp"
 #endif
@@ -17,7 +18,7 @@ namespace xmerge
 {
     /**
      * Registers the data-aware and projection family; with XMERGE_WITH_LINALG
-     * (the xmerge::linalg target): regmean, tsv_m, iso_c, iso_cts.
+     * (the xmerge::linalg target): regmean, tsv_m, iso_c, iso_cts, opcm.
      */
     inline void add_data_aware_methods(method_registry& r)
     {
@@ -27,6 +28,7 @@ namespace xmerge
         r.add(tsv_m_method());
         r.add(iso_c_method());
         r.add(iso_cts_method());
+        r.add(opcm_method());
 #endif
     }
 }
