@@ -43,6 +43,7 @@
 #include "methods/catalog_sparse_geometric.hpp"
 #include "methods/interpolate.hpp"
 #include "methods/linear.hpp"
+#include "methods/model_statistics.hpp"
 #include "methods/registry.hpp"
 #include "methods/task_arithmetic.hpp"
 
