@@ -41,6 +41,7 @@
 #include "methods/catalog_averaging.hpp"
 #include "methods/catalog_data_aware.hpp"
 #include "methods/catalog_sparse_geometric.hpp"
+#include "methods/fisher.hpp"
 #include "methods/interpolate.hpp"
 #include "methods/linear.hpp"
 #include "methods/model_statistics.hpp"
@@ -48,6 +49,7 @@
 #include "methods/task_arithmetic.hpp"
 
 #include "online/checkpoint_average.hpp"
+#include "online/diagonal_fisher.hpp"
 #include "online/ema.hpp"
 #include "online/running_average.hpp"
 #include "online/swa.hpp"

@@ -5,6 +5,7 @@
 #ifndef XMERGE_METHODS_CATALOG_DATA_AWARE_HPP
 #define XMERGE_METHODS_CATALOG_DATA_AWARE_HPP
 
+#include "fisher.hpp"
 #include "registry.hpp"
 
 #if defined(XMERGE_WITH_LINALG)
@@ -17,12 +18,13 @@
 namespace xmerge
 {
     /**
-     * Registers the data-aware and projection family; with XMERGE_WITH_LINALG
-     * (the xmerge::linalg target): regmean, tsv_m, iso_c, iso_cts, opcm.
+     * Registers the data-aware and projection family: fisher; with
+     * XMERGE_WITH_LINALG (the xmerge::linalg target) also regmean, tsv_m,
+     * iso_c, iso_cts and opcm.
      */
     inline void add_data_aware_methods(method_registry& r)
     {
-        (void)r;
+        r.add(fisher_method());
 #if defined(XMERGE_WITH_LINALG)
         r.add(regmean_method());
         r.add(tsv_m_method());
