@@ -94,6 +94,20 @@ TEST_CASE("thin SVD reconstructs row-major matrices of either orientation", "[li
     }
 }
 
+TEST_CASE("to_matrix copies 2-D tensors of any dtype", "[linalg][svd]")
+{
+    const auto a = xmerge_test::normal_matrix(6, 4, 3);
+    xmerge_test::buffer b(dtype::bfloat16, a);
+    const auto m = to_matrix<double>(b.cref().reshaped({6, 4}));
+    const auto rounded = b.values();
+    REQUIRE(m.shape()[0] == 6);
+    REQUIRE(m.shape()[1] == 4);
+    CHECK(m(2, 3) == static_cast<double>(rounded[2 * 4 + 3]));
+    const auto f = svd(to_matrix(as_tensor(a, shape_type{6, 4}, "a")));  // float by default
+    CHECK(f.rank() == 4);
+    CHECK_THROWS_WITH(to_matrix(as_tensor(a, "flat")), Catch::Contains("2-D") && Catch::Contains("flat"));
+}
+
 TEST_CASE("rank rules pick the leading singular values by share or count", "[linalg][svd][rank]")
 {
     const std::vector<double> s{4.0, 3.0, 2.0, 1.0};  // sum 10, shares 0.4 0.7 0.9 1.0

@@ -46,6 +46,10 @@ namespace xmerge
     /// "float32" or "float64" as a precision; throws parameter_error naming `tensor` otherwise.
     inline linalg_precision parse_precision(const std::string& tensor, const std::string& text);
 
+    /// A copy of a 2-D tensor (any dtype) as a dense matrix of T; throws shape_error for other ranks.
+    template <class T = float>
+    dense_matrix<T> to_matrix(const const_tensor_ref& t);
+
     namespace detail
     {
         /// Calls f(T{}) with T = float or double according to p.
@@ -120,6 +124,16 @@ namespace xmerge
             return linalg_precision::float64;
         }
         throw parameter_error(tensor, "precision", "must be \"float32\" or \"float64\", got \"" + text + "\"");
+    }
+
+    template <class T>
+    inline dense_matrix<T> to_matrix(const const_tensor_ref& t)
+    {
+        if (t.dimension() != 2)
+        {
+            throw shape_error(t.name(), "", "expected a 2-D tensor, got shape " + to_string(t.shape()));
+        }
+        return detail::load_matrix<T>(t, t.shape()[0], t.shape()[1]);
     }
 
     namespace detail
