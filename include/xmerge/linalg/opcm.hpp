@@ -57,8 +57,9 @@ namespace xmerge
      *     lambda = ||tau|| / n_bar and tau <- tau / lambda.
      *
      * Memory: the merged buffers plus, while one tensor is processed, its
-     * SVD and a few matrices of its size. Reads per add(): the model twice
-     * (its norm, then the merge), the base and the merged model three times.
+     * SVD and a few matrices of its size. Each add() reads the model twice
+     * (its norm, then the merge) and the base and merged buffers a few times
+     * in element-wise passes, which cost little next to the SVDs.
      * A merged task vector that is zero protects nothing (its singular
      * vectors would be arbitrary), so the next task vector is added whole.
      */

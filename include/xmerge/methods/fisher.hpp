@@ -5,18 +5,23 @@
 #ifndef XMERGE_METHODS_FISHER_HPP
 #define XMERGE_METHODS_FISHER_HPP
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <new>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "../core/arena.hpp"
+#include "../core/bound.hpp"
 #include "../core/error.hpp"
 #include "../core/evaluate.hpp"
+#include "../core/expression.hpp"
 #include "../ops/any.hpp"
 #include "../ops/arithmetic.hpp"
 #include "../ops/list.hpp"
-#include "../ops/map.hpp"
 #include "../ops/reduce.hpp"
 #include "../ops/scalar.hpp"
 #include "../ops/weighted_sum.hpp"
@@ -43,6 +48,39 @@ namespace xmerge
     };
 
     /**
+     * sum_i w_i (F_i + eps) x_i / sum_i w_i (F_i + eps), element-wise, over K
+     * models x_i and their diagonal Fishers F_i, with weights that are numbers
+     * or scalar expressions (the node behind fisher_merging).
+     *
+     * Each batch reads every model and Fisher once and accumulates the
+     * numerator and the denominator together; when all models share a dtype
+     * and all Fishers share one, the loop over the models is compiled for
+     * those dtypes.
+     */
+    template <class E, class F>
+    class fisher_average_node : public tensor_expression<fisher_average_node<E, F>>
+    {
+    public:
+        fisher_average_node(expression_list<E> models, expression_list<F> fishers, std::vector<any_scalar> weights, double eps);
+
+        const shape_type& shape() const noexcept { return m_models[0].shape(); }
+        std::string name() const { return m_models[0].name(); }
+        const expression_list<E>& models() const noexcept { return m_models; }
+        const expression_list<F>& fishers() const noexcept { return m_fishers; }
+        const std::vector<any_scalar>& weights() const noexcept { return m_weights; }
+        double eps() const noexcept { return m_eps; }
+
+        template <class G>
+        void for_each_input(G&& g) const;
+
+    private:
+        expression_list<E> m_models;
+        expression_list<F> m_fishers;
+        std::vector<any_scalar> m_weights;
+        double m_eps;
+    };
+
+    /**
      * Fisher-weighted averaging: with diagonal Fishers F_i (same shapes as the
      * models) and F'_i = F_i + eps,
      *
@@ -52,15 +90,15 @@ namespace xmerge
      * common factor sum_j 1 / (||F_j||_2 + eps) of the reference cancels).
      * Equal Fishers give the weighted average sum_i c_i x_i / sum_i c_i.
      *
-     * Cost: one pass over models and Fishers (plus one over the Fishers for
-     * their norms when they are not given). Throws parameter_error for a
+     * Cost: one fused pass over models and Fishers (plus one over the
+     * Fishers for their norms when they are not given). Throws parameter_error for a
      * Fisher count other than the model count, weights or norms of the
      * wrong count, negative or non-finite, weights that are all zero, and
      * eps <= 0; shape_error for tensors of different shapes. Fisher values
      * are expected to be >= 0 (squared gradients).
      */
     template <class E, class F>
-    any_expression fisher_merging(const expression_list<E>& models, const expression_list<F>& fishers, const fisher_options& options = {});
+    fisher_average_node<E, F> fisher_merging(const expression_list<E>& models, const expression_list<F>& fishers, const fisher_options& options = {});
 
     /**
      * ||F_i||_2 over all tensors of each model: fishers[i] lists model i's
@@ -77,26 +115,44 @@ namespace xmerge
      */
     inline method_info fisher_method();
 
+// The per-dtype loops of a packet are lambdas; keep them inside the caller's batch loop.
+#if defined(__GNUC__) || defined(__clang__)
+#define XMERGE_LAMBDA_INLINE __attribute__((always_inline))
+#else
+#define XMERGE_LAMBDA_INLINE
+#endif
+
     namespace detail
     {
-        // (f + eps) * x
-        struct fisher_product_fn
+        /// One chunk of a Fisher average: K bound models and Fishers (arena memory).
+        template <class BX, class BF>
+        struct bound_fisher_average
         {
-            template <class T>
-            T operator()(const T& f, const T& x, const T& eps) const noexcept
-            {
-                return (f + eps) * x;
-            }
+            const BX* models;
+            const BF* fishers;
+            const float* weights;
+            std::size_t count;
+            float eps;
+            bool uniform;  // inputs, every model of models[0]'s dtype and every Fisher of fishers[0]'s
+
+            template <class B>
+            XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept;
         };
 
-        // f + eps
-        struct fisher_floor_fn
+        template <class E, class F>
+        class evaluator<fisher_average_node<E, F>>
         {
-            template <class T>
-            T operator()(const T& f, const T& eps) const noexcept
-            {
-                return f + eps;
-            }
+        public:
+            explicit evaluator(const fisher_average_node<E, F>& node);
+
+            std::size_t collect(statistics_registry& r);
+            auto bind(std::size_t begin, std::size_t n, arena& a) const;
+
+        private:
+            std::vector<evaluator<E>> m_models;
+            std::vector<evaluator<F>> m_fishers;
+            std::vector<evaluator<any_scalar>> m_weights;
+            float m_eps;
         };
 
         /// Throws unless the list has `count` finite, non-negative values.
@@ -107,8 +163,138 @@ namespace xmerge
      * Implementation   *
      ********************/
 
+    template <class E, class F>
+    inline fisher_average_node<E, F>::fisher_average_node(expression_list<E> models, expression_list<F> fishers, std::vector<any_scalar> weights, double eps)
+        : m_models(std::move(models))
+        , m_fishers(std::move(fishers))
+        , m_weights(std::move(weights))
+        , m_eps(eps)
+    {
+        if (m_models.empty() || m_fishers.size() != m_models.size() || m_weights.size() != m_models.size())
+        {
+            throw parameter_error(m_models.empty() ? std::string() : m_models[0].name(), "fisher", "needs one Fisher tensor and one weight per model");
+        }
+    }
+
+    template <class E, class F>
+    template <class G>
+    inline void fisher_average_node<E, F>::for_each_input(G&& g) const
+    {
+        for (const auto& m : m_models)
+        {
+            m.for_each_input(g);
+        }
+        for (const auto& f : m_fishers)
+        {
+            f.for_each_input(g);
+        }
+        for (const auto& w : m_weights)
+        {
+            w.for_each_input(g);
+        }
+    }
+
     namespace detail
     {
+        template <class BX, class BF>
+        template <class B>
+        XMERGE_FORCE_INLINE B bound_fisher_average<BX, BF>::packet(std::size_t i) const noexcept
+        {
+            using traits = simd::batch_traits<B>;
+            const B e = traits::broadcast(eps);
+            if constexpr (std::is_same<BX, bound_input>::value && std::is_same<BF, bound_input>::value)
+            {
+                if (uniform)
+                {
+                    // num += w (F + eps) x, den += w (F + eps), with loads typed once per chunk
+                    return with_element_type(models[0].type,
+                                             [&](auto model_tag) XMERGE_LAMBDA_INLINE
+                                             {
+                                                 using model_element = std::remove_pointer_t<decltype(model_tag)>;
+                                                 return with_element_type(fishers[0].type,
+                                                                          [&](auto fisher_tag) XMERGE_LAMBDA_INLINE
+                                                                          {
+                                                                              using fisher_element = std::remove_pointer_t<decltype(fisher_tag)>;
+                                                                              B num = traits::broadcast(0.0f);
+                                                                              B den = num;
+                                                                              for (std::size_t k = 0; k < count; ++k)
+                                                                              {
+                                                                                  const B f = load_as_float<B>(static_cast<const fisher_element*>(fishers[k].data) + i);
+                                                                                  const B x = load_as_float<B>(static_cast<const model_element*>(models[k].data) + i);
+                                                                                  const B wf = traits::broadcast(weights[k]) * (f + e);
+                                                                                  num = simd::fma(wf, x, num);
+                                                                                  den = den + wf;
+                                                                              }
+                                                                              return num / den;
+                                                                          });
+                                             });
+                }
+            }
+            B num = traits::broadcast(0.0f);
+            B den = num;
+            for (std::size_t k = 0; k < count; ++k)
+            {
+                const B wf = traits::broadcast(weights[k]) * (fishers[k].template packet<B>(i) + e);
+                num = simd::fma(wf, models[k].template packet<B>(i), num);
+                den = den + wf;
+            }
+            return num / den;
+        }
+
+        template <class E, class F>
+        inline evaluator<fisher_average_node<E, F>>::evaluator(const fisher_average_node<E, F>& node)
+            : m_eps(static_cast<float>(node.eps()))
+        {
+            const std::size_t k = node.models().size();
+            m_models.reserve(k);
+            m_fishers.reserve(k);
+            m_weights.reserve(k);
+            for (std::size_t i = 0; i < k; ++i)
+            {
+                m_models.emplace_back(node.models()[i]);
+                m_fishers.emplace_back(node.fishers()[i]);
+                m_weights.emplace_back(node.weights()[i]);
+            }
+        }
+
+        template <class E, class F>
+        inline std::size_t evaluator<fisher_average_node<E, F>>::collect(statistics_registry& r)
+        {
+            std::size_t level = 0;
+            for (auto& m : m_models)
+            {
+                level = std::max(level, m.collect(r));
+            }
+            for (auto& f : m_fishers)
+            {
+                level = std::max(level, f.collect(r));
+            }
+            for (auto& w : m_weights)
+            {
+                level = std::max(level, w.collect(r));
+            }
+            return level;
+        }
+
+        template <class E, class F>
+        inline auto evaluator<fisher_average_node<E, F>>::bind(std::size_t begin, std::size_t n, arena& a) const
+        {
+            const std::size_t k = m_models.size();
+            using bound_x = decltype(m_models[0].bind(begin, n, a));
+            using bound_f = decltype(m_fishers[0].bind(begin, n, a));
+            auto* weights = a.allocate<float>(k);
+            auto* models = a.allocate<bound_x>(k);
+            auto* fishers = a.allocate<bound_f>(k);
+            for (std::size_t i = 0; i < k; ++i)
+            {
+                weights[i] = static_cast<float>(m_weights[i].value());
+                new (models + i) bound_x(m_models[i].bind(begin, n, a));
+                new (fishers + i) bound_f(m_fishers[i].bind(begin, n, a));
+            }
+            const bool uniform = uniform_inputs(models, k) && uniform_inputs(fishers, k);
+            return bound_fisher_average<bound_x, bound_f>{models, fishers, weights, k, m_eps, uniform};
+        }
+
         inline void check_non_negative(const std::string& tensor, const char* parameter, const std::vector<double>& v, std::size_t count)
         {
             if (v.size() != count)
@@ -126,7 +312,7 @@ namespace xmerge
     }
 
     template <class E, class F>
-    inline any_expression fisher_merging(const expression_list<E>& models, const expression_list<F>& fishers, const fisher_options& options)
+    inline fisher_average_node<E, F> fisher_merging(const expression_list<E>& models, const expression_list<F>& fishers, const fisher_options& options)
     {
         if (models.empty())
         {
@@ -168,13 +354,13 @@ namespace xmerge
             throw parameter_error(tensor, "weight", "all model coefficients are zero");
         }
 
-        expression_list<any_scalar> weights;
+        std::vector<any_scalar> weights;
         if (options.normalize && options.fisher_norms.empty())
         {
             // This tensor's norms, computed in the statistics phase.
             for (std::size_t i = 0; i < k; ++i)
             {
-                weights.push_back(c[i] / (norm(fishers[i]) + eps));
+                weights.emplace_back(c[i] / (norm(fishers[i]) + eps));
             }
         }
         else
@@ -185,21 +371,10 @@ namespace xmerge
             }
             for (std::size_t i = 0; i < k; ++i)
             {
-                const double w = options.normalize ? c[i] / (options.fisher_norms[i] + eps) : c[i];
-                weights.push_back(scalar_constant(w));
+                weights.emplace_back(scalar_constant(options.normalize ? c[i] / (options.fisher_norms[i] + eps) : c[i]));
             }
         }
-
-        using product = decltype(map(detail::fisher_product_fn{}, fishers[0], models[0], eps));
-        using floored = decltype(map(detail::fisher_floor_fn{}, fishers[0], eps));
-        expression_list<product> products;
-        expression_list<floored> floors;
-        for (std::size_t i = 0; i < k; ++i)
-        {
-            products.push_back(map(detail::fisher_product_fn{}, fishers[i], models[i], eps));
-            floors.push_back(map(detail::fisher_floor_fn{}, fishers[i], eps));
-        }
-        return weighted_sum(products, weights) / weighted_sum(floors, weights);
+        return fisher_average_node<E, F>(models, fishers, std::move(weights), eps);
     }
 
     inline std::vector<double> fisher_norms(const std::vector<std::vector<const_tensor_ref>>& fishers, const eval_options& options)
