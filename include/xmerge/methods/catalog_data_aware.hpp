@@ -5,14 +5,33 @@
 #ifndef XMERGE_METHODS_CATALOG_DATA_AWARE_HPP
 #define XMERGE_METHODS_CATALOG_DATA_AWARE_HPP
 
+#include "fisher.hpp"
 #include "registry.hpp"
+
+#if defined(XMERGE_WITH_LINALG)
+#include "../linalg/isotropic.hpp"
+#include "../linalg/opcm.hpp"
+#include "../linalg/regmean.hpp"
+#include "../linalg/tsv_m.hpp"
+#endif
 
 namespace xmerge
 {
-    /// Registers the data-aware and projection family (LAPACK-based ones with XMERGE_WITH_LINALG).
+    /**
+     * Registers the data-aware and projection family: fisher; with
+     * XMERGE_WITH_LINALG (the xmerge::linalg target) also regmean, tsv_m,
+     * iso_c, iso_cts and opcm.
+     */
     inline void add_data_aware_methods(method_registry& r)
     {
-        (void)r;
+        r.add(fisher_method());
+#if defined(XMERGE_WITH_LINALG)
+        r.add(regmean_method());
+        r.add(tsv_m_method());
+        r.add(iso_c_method());
+        r.add(iso_cts_method());
+        r.add(opcm_method());
+#endif
     }
 }
 
