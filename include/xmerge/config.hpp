@@ -21,11 +21,14 @@
 #define XMERGE_DEFAULT_CHUNKS_PER_TASK 16
 #endif
 
+// XMERGE_LAMBDA_INLINE keeps per-dtype lambdas inside the caller's batch loop.
 #if defined(__GNUC__) || defined(__clang__)
 #define XMERGE_FORCE_INLINE inline __attribute__((always_inline))
+#define XMERGE_LAMBDA_INLINE __attribute__((always_inline))
 #define XMERGE_RESTRICT __restrict__
 #else
 #define XMERGE_FORCE_INLINE inline
+#define XMERGE_LAMBDA_INLINE
 #define XMERGE_RESTRICT
 #endif
 

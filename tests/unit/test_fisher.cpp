@@ -143,7 +143,9 @@ TEST_CASE("Fisher weights concentrate the merge where one model is certain", "[f
     fisher_options o;
     o.normalize = false;
     std::vector<float> out;
-    evaluate(fisher_merging(inputs(std::vector<std::vector<float>>{x0, x1}), inputs(std::vector<std::vector<float>>{f0, f1}), o), out);
+    const std::vector<std::vector<float>> xs{x0, x1};
+    const std::vector<std::vector<float>> fs{f0, f1};
+    evaluate(fisher_merging(inputs(xs), inputs(fs), o), out);
     CHECK(out[0] == Approx(1.0).margin(1e-5));
     CHECK(out[n - 1] == Approx(-1.0).margin(1e-5));
 }
@@ -219,10 +221,10 @@ TEST_CASE("Fisher merging rejects what it cannot use", "[fisher][errors]")
     fisher_options o;
     CHECK_NOTHROW(fisher_merging(models, fishers, o));
 
-    CHECK_THROWS_WITH(fisher_merging(models, inputs(std::vector<std::vector<float>>{f.fishers[0]}, "fisher."), o),
-                      Catch::Contains("fisher") && Catch::Contains("expected 2"));
-    std::vector<float> short_fisher(10, 1.0f);
-    CHECK_THROWS_AS(fisher_merging(models, inputs(std::vector<std::vector<float>>{f.fishers[0], short_fisher}, "fisher."), o), shape_error);
+    const std::vector<std::vector<float>> one_fisher{f.fishers[0]};
+    CHECK_THROWS_WITH(fisher_merging(models, inputs(one_fisher, "fisher."), o), Catch::Contains("fisher") && Catch::Contains("expected 2"));
+    const std::vector<std::vector<float>> short_fishers{f.fishers[0], std::vector<float>(10, 1.0f)};
+    CHECK_THROWS_AS(fisher_merging(models, inputs(short_fishers, "fisher."), o), shape_error);
 
     o.weights = {1.0, -1.0};
     CHECK_THROWS_WITH(fisher_merging(models, fishers, o), Catch::Contains("weight") && Catch::Contains("non-negative"));

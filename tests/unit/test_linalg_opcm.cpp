@@ -349,5 +349,6 @@ TEST_CASE("OPCM checks its buffers and each model before touching the merge", "[
     }
 
     const std::vector<float> tiny(4);
-    CHECK_THROWS_AS(opcm(inputs(std::vector<std::vector<float>>{tiny}), input(f.base[0], "b")), shape_error);
+    const std::vector<std::vector<float>> tiny_models{tiny};
+    CHECK_THROWS_AS(opcm(inputs(tiny_models), input(f.base[0], "b")), shape_error);
 }

@@ -115,13 +115,6 @@ namespace xmerge
      */
     inline method_info fisher_method();
 
-// The per-dtype loops of a packet are lambdas; keep them inside the caller's batch loop.
-#if defined(__GNUC__) || defined(__clang__)
-#define XMERGE_LAMBDA_INLINE __attribute__((always_inline))
-#else
-#define XMERGE_LAMBDA_INLINE
-#endif
-
     namespace detail
     {
         /// One chunk of a Fisher average: K bound models and Fishers (arena memory).

@@ -69,7 +69,7 @@ namespace xmerge
             m /= mean_norm;
         }
         // tangent vectors u_i - <u_i, m> m, averaged with the weights
-        double projection = 0.0;
+        double mean_component = 0.0;
         std::vector<double> g_mean(k, 0.0);
         for (std::size_t i = 0; i < k; ++i)
         {
@@ -77,12 +77,12 @@ namespace xmerge
             {
                 g_mean[i] += g(i, j) * mean[j];
             }
-            projection += w[i] * g_mean[i] / (norms[i] + eps);
+            mean_component += w[i] * g_mean[i] / (norms[i] + eps);
         }
         std::vector<double> tangent(k);
         for (std::size_t i = 0; i < k; ++i)
         {
-            tangent[i] = w[i] / (norms[i] + eps) - projection * mean[i];
+            tangent[i] = w[i] / (norms[i] + eps) - mean_component * mean[i];
         }
         const double tangent_norm = std::sqrt(std::max(g.inner(tangent, tangent), 0.0)) + eps;
         double average_norm = 0.0;
