@@ -130,6 +130,54 @@ TEST_CASE("Fisher merging with equal Fishers is the weighted average", "[fisher]
     }
 }
 
+TEST_CASE("Fisher merging agrees with the oracle for every dtype mix, size and thread count", "[fisher][simd]")
+{
+    // uniform dtypes take the typed loop, mixed ones the generic packet path
+    const std::vector<std::pair<std::vector<dtype>, std::vector<dtype>>> mixes{
+        {{dtype::float32, dtype::float32, dtype::float32}, {dtype::float32, dtype::float32, dtype::float32}},
+        {{dtype::bfloat16, dtype::bfloat16, dtype::bfloat16}, {dtype::float16, dtype::float16, dtype::float16}},
+        {{dtype::float16, dtype::float16, dtype::float16}, {dtype::bfloat16, dtype::bfloat16, dtype::bfloat16}},
+        {{dtype::float32, dtype::bfloat16, dtype::float16}, {dtype::float32, dtype::float32, dtype::float32}},
+        {{dtype::bfloat16, dtype::bfloat16, dtype::bfloat16}, {dtype::float32, dtype::bfloat16, dtype::float32}},
+    };
+    const std::vector<double> c{0.5, 0.3, 0.2};
+    fisher_options o;
+    o.weights = {0.5, 0.3, 0.2};
+    o.normalize = false;
+    for (std::size_t n : xmerge_test::odd_sizes())
+    {
+        fisher_fixture f(n, 3);
+        for (const auto& mix : mixes)
+        {
+            std::vector<xmerge_test::buffer> models, fishers;
+            expression_list<input_node> m, fi;
+            for (std::size_t i = 0; i < 3; ++i)
+            {
+                models.emplace_back(mix.first[i], f.models[i]);
+                fishers.emplace_back(mix.second[i], f.fishers[i]);
+            }
+            fisher_fixture rounded(n, 3);
+            for (std::size_t i = 0; i < 3; ++i)
+            {
+                m.push_back(models[i].leaf());
+                fi.push_back(fishers[i].leaf());
+                rounded.models[i] = models[i].values();
+                rounded.fishers[i] = fishers[i].values();
+            }
+            const auto expected = fisher_oracle(rounded, c, false, 1e-6);
+            std::vector<float> one, two;
+            evaluate(fisher_merging(m, fi, o), one, eval_options{1});
+            evaluate(fisher_merging(m, fi, o), two, eval_options{2, nullptr, 64});
+            REQUIRE(one.size() == n);
+            CHECK(xmerge_test::same_bits(one, two));
+            for (std::size_t e = 0; e < n; ++e)
+            {
+                REQUIRE(one[e] == Approx(expected[e]).margin(1e-6).epsilon(1e-5));
+            }
+        }
+    }
+}
+
 TEST_CASE("Fisher weights concentrate the merge where one model is certain", "[fisher]")
 {
     // Model 0 has a large Fisher on the first half, model 1 on the second.
