@@ -278,7 +278,13 @@ int main()
                 scale += s * s;
             }
         }
-        std::printf("Relative gradient of the first layer's regression loss at the RegMean solution: %.2e\n", std::sqrt(gradient / scale));
+        const double relative = std::sqrt(gradient / scale);
+        std::printf("Relative gradient of the first layer's regression loss at the RegMean solution: %.2e\n", relative);
+        if (!(relative < 1e-5))
+        {
+            std::fprintf(stderr, "RegMean did not reach the least-squares optimum\n");
+            return 1;
+        }
     }
     return 0;
 }
