@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <new>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -142,9 +141,9 @@ namespace xmerge
             auto bind(std::size_t begin, std::size_t n, arena& a) const;
 
         private:
-            std::vector<evaluator<E>> m_models;
-            std::vector<evaluator<F>> m_fishers;
-            std::vector<evaluator<any_scalar>> m_weights;
+            list_evaluator<E> m_models;
+            list_evaluator<F> m_fishers;
+            list_evaluator<any_scalar> m_weights;
             float m_eps;
         };
 
@@ -173,14 +172,8 @@ namespace xmerge
     template <class G>
     inline void fisher_average_node<E, F>::for_each_input(G&& g) const
     {
-        for (const auto& m : m_models)
-        {
-            m.for_each_input(g);
-        }
-        for (const auto& f : m_fishers)
-        {
-            f.for_each_input(g);
-        }
+        m_models.for_each_input(g);
+        m_fishers.for_each_input(g);
         for (const auto& w : m_weights)
         {
             w.for_each_input(g);
@@ -236,56 +229,33 @@ namespace xmerge
 
         template <class E, class F>
         inline evaluator<fisher_average_node<E, F>>::evaluator(const fisher_average_node<E, F>& node)
-            : m_eps(static_cast<float>(node.eps()))
+            : m_models(node.models())
+            , m_fishers(node.fishers())
+            , m_weights(expression_list<any_scalar>(node.weights()))
+            , m_eps(static_cast<float>(node.eps()))
         {
-            const std::size_t k = node.models().size();
-            m_models.reserve(k);
-            m_fishers.reserve(k);
-            m_weights.reserve(k);
-            for (std::size_t i = 0; i < k; ++i)
-            {
-                m_models.emplace_back(node.models()[i]);
-                m_fishers.emplace_back(node.fishers()[i]);
-                m_weights.emplace_back(node.weights()[i]);
-            }
         }
 
         template <class E, class F>
         inline std::size_t evaluator<fisher_average_node<E, F>>::collect(statistics_registry& r)
         {
-            std::size_t level = 0;
-            for (auto& m : m_models)
-            {
-                level = std::max(level, m.collect(r));
-            }
-            for (auto& f : m_fishers)
-            {
-                level = std::max(level, f.collect(r));
-            }
-            for (auto& w : m_weights)
-            {
-                level = std::max(level, w.collect(r));
-            }
-            return level;
+            return std::max({m_models.collect(r), m_fishers.collect(r), m_weights.collect(r)});
         }
 
         template <class E, class F>
         inline auto evaluator<fisher_average_node<E, F>>::bind(std::size_t begin, std::size_t n, arena& a) const
         {
             const std::size_t k = m_models.size();
-            using bound_x = decltype(m_models[0].bind(begin, n, a));
-            using bound_f = decltype(m_fishers[0].bind(begin, n, a));
             auto* weights = a.allocate<float>(k);
-            auto* models = a.allocate<bound_x>(k);
-            auto* fishers = a.allocate<bound_f>(k);
             for (std::size_t i = 0; i < k; ++i)
             {
                 weights[i] = static_cast<float>(m_weights[i].value());
-                new (models + i) bound_x(m_models[i].bind(begin, n, a));
-                new (fishers + i) bound_f(m_fishers[i].bind(begin, n, a));
             }
+            auto* models = m_models.bind(begin, n, a);
+            auto* fishers = m_fishers.bind(begin, n, a);
             const bool uniform = uniform_inputs(models, k) && uniform_inputs(fishers, k);
-            return bound_fisher_average<bound_x, bound_f>{models, fishers, weights, k, m_eps, uniform};
+            return bound_fisher_average<std::remove_pointer_t<decltype(models)>, std::remove_pointer_t<decltype(fishers)>>{models, fishers, weights, k, m_eps,
+                                                                                                                           uniform};
         }
 
         inline void check_non_negative(const std::string& tensor, const char* parameter, const std::vector<double>& v, std::size_t count)
