@@ -67,8 +67,24 @@ namespace xmerge::lora
     inline extracted_factors extract_factors(const const_tensor_ref& finetuned, const const_tensor_ref& base, const factor_options& options = {},
                                              factor_layout layout = factor_layout::out_in);
 
-    /// A layer (scale 1) over the memory of `f`, updating `target`.
-    inline layer as_layer(const extracted_factors& f, std::string target, factor_layout layout = factor_layout::out_in, bool embedding = false);
+    /**
+     * The truncated SVD of an update already in PEFT's orientation ([out, in]:
+     * B A = update), consumed. `tensor` names it in errors.
+     */
+    template <class T>
+    extracted_factors factor_update(dense_matrix<T> update, const factor_options& options, const std::string& tensor);
+
+    /// Float32 LoRA factors from a truncated SVD: B = left, A = right.
+    template <class T>
+    extracted_factors to_factors(const low_rank_factors<T>& f);
+
+    /**
+     * A layer (scale 1) over the memory of `f`, updating weight `target`.
+     * For a convolution weight (`weight_shape` of more than 2 dimensions) the
+     * factors are viewed as [r, in, k...] and [out, r, 1...].
+     */
+    inline layer as_layer(const extracted_factors& f, std::string target, factor_layout layout = factor_layout::out_in, bool embedding = false,
+                          const shape_type& weight_shape = {});
 
     /********************
      * Implementation   *
@@ -92,31 +108,52 @@ namespace xmerge::lora
                                           {
                                               delta = xmerge::detail::transposed(delta);
                                           }
-                                          for (std::size_t i = 0; i < delta.size(); ++i)
-                                          {
-                                              if (!std::isfinite(delta.data()[i]))
-                                              {
-                                                  throw parameter_error(name, "finetuned", "the update is not finite at element " + std::to_string(i));
-                                              }
-                                          }
-                                          const low_rank_factors<T> f = options.method == svd_method::full
-                                                                            ? truncated_svd<T>(std::move(delta), options.rule, name)
-                                                                            : randomized_truncated_svd<T>(delta, options.rule, options.randomized, name);
-                                          extracted_factors out;
-                                          out.b = dense_matrix<float>(f.left);
-                                          out.a = dense_matrix<float>(f.right);
-                                          out.singular_values = f.singular_values;
-                                          out.total_energy = f.total_energy;
-                                          out.kept_energy = f.kept_energy;
-                                          return out;
+                                          return lora::factor_update(std::move(delta), options, name);
                                       });
     }
 
-    inline layer as_layer(const extracted_factors& f, std::string target, factor_layout layout, bool embedding)
+    template <class T>
+    inline extracted_factors factor_update(dense_matrix<T> update, const factor_options& options, const std::string& tensor)
     {
+        for (std::size_t i = 0; i < update.size(); ++i)
+        {
+            if (!std::isfinite(update.data()[i]))
+            {
+                throw parameter_error(tensor, "update", "the update is not finite at element " + std::to_string(i));
+            }
+        }
+        return lora::to_factors(options.method == svd_method::full ? truncated_svd<T>(std::move(update), options.rule, tensor)
+                                                                   : randomized_truncated_svd<T>(update, options.rule, options.randomized, tensor));
+    }
+
+    template <class T>
+    inline extracted_factors to_factors(const low_rank_factors<T>& f)
+    {
+        extracted_factors out;
+        out.b = dense_matrix<float>(f.left);
+        out.a = dense_matrix<float>(f.right);
+        out.singular_values = f.singular_values;
+        out.total_energy = f.total_energy;
+        out.kept_energy = f.kept_energy;
+        return out;
+    }
+
+    inline layer as_layer(const extracted_factors& f, std::string target, factor_layout layout, bool embedding, const shape_type& weight_shape)
+    {
+        const std::size_t r = f.rank();
+        shape_type a_shape{r, f.a.shape()[1]}, b_shape{f.b.shape()[0], r};
+        if (weight_shape.size() > 2)
+        {
+            a_shape = shape_type{r};
+            a_shape.insert(a_shape.end(), weight_shape.begin() + 1, weight_shape.end());
+            while (b_shape.size() < weight_shape.size())
+            {
+                b_shape.push_back(1);
+            }
+        }
         layer l;
-        l.a = as_tensor(f.a.data(), {f.a.shape()[0], f.a.shape()[1]}, target + ": lora_A");
-        l.b = as_tensor(f.b.data(), {f.b.shape()[0], f.b.shape()[1]}, target + ": lora_B");
+        l.a = as_tensor(f.a.data(), a_shape, target + ": lora_A");
+        l.b = as_tensor(f.b.data(), b_shape, target + ": lora_B");
         l.target = std::move(target);
         l.scale = 1.0;
         l.layout = layout;
