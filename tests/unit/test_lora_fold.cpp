@@ -177,14 +177,22 @@ TEST_CASE("the low-rank row kernel matches its scalar twin", "[lora][kernel]")
             const std::size_t ld = n + 5;
             const auto left = xmerge_test::random_floats(rank, 3);
             const auto right = xmerge_test::random_floats(rank * ld + 1, 4);
-            auto simd_out = xmerge_test::random_floats(n, 5);
-            auto scalar_out = simd_out;
-            lora::detail::add_low_rank_row<simd::batch>(simd_out.data(), left.data(), right.data(), ld, rank, n);
-            lora::detail::add_low_rank_row<float>(scalar_out.data(), left.data(), right.data(), ld, rank, n);
-            for (std::size_t j = 0; j < n; ++j)
+            for (dtype type : all_dtypes)
             {
-                // Both form the same sum in the same order; only a missing FMA unit may round differently.
-                REQUIRE(simd_out[j] == Approx(scalar_out[j]).margin(1e-6));
+                const buffer w(type, xmerge_test::random_floats(n, 5));
+                std::vector<float> simd_out(n), scalar_out(n);
+                xmerge::detail::with_element_type(type,
+                                                  [&](auto tag)
+                                                  {
+                                                      const auto* src = static_cast<decltype(tag)>(static_cast<const void*>(w.bytes().data()));
+                                                      lora::detail::low_rank_row<simd::batch>(simd_out.data(), src, left.data(), right.data(), ld, rank, n);
+                                                      lora::detail::low_rank_row<float>(scalar_out.data(), src, left.data(), right.data(), ld, rank, n);
+                                                  });
+                for (std::size_t j = 0; j < n; ++j)
+                {
+                    // Both form the same sum in the same order; only a missing FMA unit may round differently.
+                    REQUIRE(simd_out[j] == Approx(scalar_out[j]).margin(1e-6));
+                }
             }
         }
     }
@@ -339,4 +347,44 @@ TEST_CASE("fold-in refuses factors that do not fit, naming the tensors", "[lora]
     std::vector<float> out;
     CHECK_THROWS_WITH(evaluate(lora::fold(as_tensor(w, {6, 4}, "x.weight"), zero_row), out), Catch::Contains("output feature 0"));
     CHECK_THROWS_AS(lora::update(d.layer(), {6, 4}), parameter_error);
+}
+
+TEST_CASE("the worked example of docs/adapters.md", "[lora][fold][docs]")
+{
+    // W [3, 2], a rank-1 LoRA with alpha 2: s = 2.
+    const std::vector<float> w{1, 0, 0, 1, 1, 1}, a{1, 2}, b{1, 0, 2}, m{5, 2, 10};
+    lora::layer l;
+    l.target = "proj.weight";
+    l.a = as_tensor(a, {1, 2}, "proj.lora_A.weight");
+    l.b = as_tensor(b, {3, 1}, "proj.lora_B.weight");
+    l.scale = lora::scaling(2.0, 1, false);
+    std::vector<float> folded;
+    evaluate(lora::fold(as_tensor(w, {3, 2}, "proj.weight"), l), folded);
+    CHECK(folded == std::vector<float>{3, 4, 0, 1, 5, 9});
+
+    l.magnitude = as_tensor(m, "proj.lora_magnitude_vector");
+    evaluate(lora::fold(as_tensor(w, {3, 2}, "proj.weight"), l), folded);
+    const std::vector<double> dora{3, 4, 0, 2, 50 / std::sqrt(106.0), 90 / std::sqrt(106.0)};
+    for (std::size_t i = 0; i < 6; ++i)
+    {
+        CHECK(folded[i] == Approx(dora[i]).epsilon(1e-6));
+    }
+
+    // Two rank-1 adapters: the mean of the products is I / 2, the product of the mean factors is not.
+    const std::vector<float> a1{1, 0}, b1{1, 0}, a2{0, 1}, b2{0, 1}, zero(4, 0.0f);
+    const auto rank_one = [](const std::vector<float>& av, const std::vector<float>& bv)
+    {
+        lora::layer x;
+        x.target = "p.weight";
+        x.a = as_tensor(av, {1, 2}, "a");
+        x.b = as_tensor(bv, {2, 1}, "b");
+        return x;
+    };
+    std::vector<float> mean;
+    evaluate(task_arithmetic(lora::updates(as_tensor(zero, {2, 2}), {rank_one(a1, b1), rank_one(a2, b2)}), lora::zeros({2, 2}), {0.5, 0.5}), mean);
+    CHECK(mean == std::vector<float>{0.5f, 0.0f, 0.0f, 0.5f});
+    const std::vector<float> a_mean{0.5f, 0.5f}, b_mean{0.5f, 0.5f};
+    std::vector<float> of_means;
+    evaluate(lora::update(rank_one(a_mean, b_mean), {2, 2}), of_means);
+    CHECK(of_means == std::vector<float>{0.25f, 0.25f, 0.25f, 0.25f});
 }

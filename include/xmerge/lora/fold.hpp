@@ -299,17 +299,30 @@ namespace xmerge::detail
     {
         float* buf = padded_buffer(n, a);
         const bool reads_weight = m_fold || m_magnitude;
-        if (reads_weight)
+        if (m_rank == 0)
         {
-            simd::load_as_float(m_weight->type(), m_weight->data(), begin, n, buf);
+            if (reads_weight)
+            {
+                simd::load_as_float(m_weight->type(), m_weight->data(), begin, n, buf);
+            }
+            else
+            {
+                std::fill(buf, buf + n, 0.0f);
+            }
+        }
+        else if (reads_weight)
+        {
+            with_element_type(m_weight->type(),
+                              [&](auto tag)
+                              {
+                                  lora::detail::low_rank_chunk(buf, static_cast<decltype(tag)>(m_weight->data()) + begin, begin, n, m_cols, m_left.data(),
+                                                               m_right.data(), m_rank);
+                              });
         }
         else
         {
             std::fill(buf, buf + n, 0.0f);
-        }
-        if (m_rank != 0)
-        {
-            lora::detail::add_low_rank(buf, begin, n, m_cols, m_left.data(), m_right.data(), m_rank);
+            lora::detail::low_rank_chunk(buf, static_cast<const float*>(buf), begin, n, m_cols, m_left.data(), m_right.data(), m_rank);
         }
         if (m_magnitude)
         {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../config.hpp"
+#include "../core/bound.hpp"
 #include "../core/dtype.hpp"
 #include "../core/parallel.hpp"
 #include "../simd/batch.hpp"
@@ -28,16 +29,19 @@ XMERGE_INTRINSICS_BEGIN
 namespace xmerge::lora::detail
 {
     /**
-     * dst[j] += sum_k left[k] * right[k * ld + j] for j < n: one row segment
-     * of L R. The sum over k is formed first, then added to dst, so a large
-     * weight does not swallow the low-order bits of the update.
+     * dst[j] = src[j] + sum_k left[k] * right[k * ld + j] for j < n: one row
+     * segment of W + L R, with W (`src`, float, bfloat16 or float16; it may
+     * be dst itself) widened in registers. The sum over k is formed first,
+     * then added to W, so a large weight does not swallow the low-order bits
+     * of the update.
      */
-    template <class B = simd::batch>
-    void add_low_rank_row(float* XMERGE_RESTRICT dst, const float* left, const float* right, std::size_t ld, std::size_t rank, std::size_t n) noexcept;
+    template <class B = simd::batch, class Src>
+    void low_rank_row(float* dst, const Src* src, const float* left, const float* right, std::size_t ld, std::size_t rank, std::size_t n) noexcept;
 
-    /// Elements [begin, begin + n) of the rows x cols product L R added to dst[0, n).
-    template <class B = simd::batch>
-    void add_low_rank(float* dst, std::size_t begin, std::size_t n, std::size_t cols, const float* left, const float* right, std::size_t rank) noexcept;
+    /// Elements [begin, begin + n) of the rows x cols matrix W + L R into dst[0, n); src points at W's element `begin`.
+    template <class B = simd::batch, class Src>
+    void low_rank_chunk(float* dst, const Src* src, std::size_t begin, std::size_t n, std::size_t cols, const float* left, const float* right,
+                        std::size_t rank) noexcept;
 
     /**
      * DoRA's norms of V = W + L R per output feature: per row (`per_row`) or
@@ -52,10 +56,11 @@ namespace xmerge::lora::detail
      * Implementation   *
      ********************/
 
-    template <class B>
-    inline void add_low_rank_row(float* XMERGE_RESTRICT dst, const float* left, const float* right, std::size_t ld, std::size_t rank, std::size_t n) noexcept
+    template <class B, class Src>
+    inline void low_rank_row(float* dst, const Src* src, const float* left, const float* right, std::size_t ld, std::size_t rank, std::size_t n) noexcept
     {
         using traits = simd::batch_traits<B>;
+        using xmerge::detail::load_as_float;
         constexpr std::size_t w = traits::size;
         const B zero = traits::broadcast(0.0f);
         std::size_t j = 0;
@@ -72,10 +77,10 @@ namespace xmerge::lora::detail
                 s2 = simd::fma(l, traits::load(r + 2 * w), s2);
                 s3 = simd::fma(l, traits::load(r + 3 * w), s3);
             }
-            traits::store(dst + j, traits::load(dst + j) + s0);
-            traits::store(dst + j + w, traits::load(dst + j + w) + s1);
-            traits::store(dst + j + 2 * w, traits::load(dst + j + 2 * w) + s2);
-            traits::store(dst + j + 3 * w, traits::load(dst + j + 3 * w) + s3);
+            traits::store(dst + j, load_as_float<B>(src + j) + s0);
+            traits::store(dst + j + w, load_as_float<B>(src + j + w) + s1);
+            traits::store(dst + j + 2 * w, load_as_float<B>(src + j + 2 * w) + s2);
+            traits::store(dst + j + 3 * w, load_as_float<B>(src + j + 3 * w) + s3);
         }
         for (; j + w <= n; j += w)
         {
@@ -84,19 +89,20 @@ namespace xmerge::lora::detail
             {
                 s = simd::fma(traits::broadcast(left[k]), traits::load(right + k * ld + j), s);
             }
-            traits::store(dst + j, traits::load(dst + j) + s);
+            traits::store(dst + j, load_as_float<B>(src + j) + s);
         }
         if constexpr (w > 1)
         {
             if (j < n)
             {
-                add_low_rank_row<float>(dst + j, left, right + j, ld, rank, n - j);
+                low_rank_row<float>(dst + j, src + j, left, right + j, ld, rank, n - j);
             }
         }
     }
 
-    template <class B>
-    inline void add_low_rank(float* dst, std::size_t begin, std::size_t n, std::size_t cols, const float* left, const float* right, std::size_t rank) noexcept
+    template <class B, class Src>
+    inline void low_rank_chunk(float* dst, const Src* src, std::size_t begin, std::size_t n, std::size_t cols, const float* left, const float* right,
+                               std::size_t rank) noexcept
     {
         std::size_t done = 0;
         while (done < n)
@@ -104,7 +110,7 @@ namespace xmerge::lora::detail
             const std::size_t row = (begin + done) / cols;
             const std::size_t col = (begin + done) % cols;
             const std::size_t len = std::min(cols - col, n - done);
-            add_low_rank_row<B>(dst + done, left + row * rank, right + col, cols, rank, len);
+            low_rank_row<B>(dst + done, src + done, left + row * rank, right + col, cols, rank, len);
             done += len;
         }
     }
@@ -125,8 +131,8 @@ namespace xmerge::lora::detail
                                       {
                                           for (std::size_t i = t * rows_per_task, end = std::min(rows, i + rows_per_task); i < end; ++i)
                                           {
-                                              simd::load_as_float(type, w, i * cols, cols, v.data());
-                                              add_low_rank_row<B>(v.data(), left + i * rank, right, cols, rank, cols);
+                                              xmerge::detail::with_element_type(type, [&](auto tag)
+                                                                                { low_rank_row<B>(v.data(), static_cast<decltype(tag)>(w) + i * cols, left + i * rank, right, cols, rank, cols); });
                                               double s = 0.0;
                                               for (float x : v)
                                               {
@@ -140,8 +146,8 @@ namespace xmerge::lora::detail
                                       const std::size_t width = std::min(cols_per_task, cols - c0);
                                       for (std::size_t i = 0; i < rows; ++i)
                                       {
-                                          simd::load_as_float(type, w, i * cols + c0, width, v.data());
-                                          add_low_rank_row<B>(v.data(), left + i * rank, right + c0, cols, rank, width);
+                                          xmerge::detail::with_element_type(
+                                              type, [&](auto tag) { low_rank_row<B>(v.data(), static_cast<decltype(tag)>(w) + i * cols + c0, left + i * rank, right + c0, cols, rank, width); });
                                           for (std::size_t j = 0; j < width; ++j)
                                           {
                                               norms[c0 + j] += static_cast<double>(v[j]) * v[j];
