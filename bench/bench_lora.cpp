@@ -162,7 +162,7 @@ namespace
             const auto f = xmerge::lora::extract_factors(xmerge::as_tensor(in.finetuned.data(), {side, side}, "w"),
                                                          xmerge::as_tensor(in.base.data(), {side, side}, "w"), o);
             kept = f.kept_fraction();
-            benchmark::DoNotOptimize(f.a.data());
+            benchmark::DoNotOptimize(f.right.data());
         }
         state.counters["kept_energy"] = kept;
     }
@@ -175,7 +175,7 @@ namespace
         for (auto _ : state)
         {
             const auto f = xmerge::lora::refactorize_sum(layers, {0.5, 0.3, 0.2}, xmerge::truncation::rank(16));
-            benchmark::DoNotOptimize(f.a.data());
+            benchmark::DoNotOptimize(f.right.data());
         }
     }
 }

@@ -43,8 +43,8 @@ namespace
 
     std::vector<double> product_of(const lora::extracted_factors& f)
     {
-        const std::vector<float> b(f.b.begin(), f.b.end()), a(f.a.begin(), f.a.end());
-        return xmerge_test::matmul(b, a, f.b.shape()[0], f.rank(), f.a.shape()[1]);
+        const std::vector<float> b(f.left.begin(), f.left.end()), a(f.right.begin(), f.right.end());
+        return xmerge_test::matmul(b, a, f.left.shape()[0], f.rank(), f.right.shape()[1]);
     }
 
     double max_abs(const std::vector<double>& v)
@@ -79,8 +79,8 @@ TEST_CASE("extraction recovers an exactly low-rank update at its rank", "[lora][
             o.precision = precision;
             const auto f = lora::extract_factors(p.finetuned_ref(), p.base_ref(), o);
             REQUIRE(f.rank() == 6);
-            REQUIRE(f.b.shape()[0] == 70);
-            REQUIRE(f.a.shape()[1] == 45);
+            REQUIRE(f.left.shape()[0] == 70);
+            REQUIRE(f.right.shape()[1] == 45);
             const auto got = product_of(f);
             double err = 0.0;
             for (std::size_t i = 0; i < got.size(); ++i)
@@ -96,7 +96,7 @@ TEST_CASE("extraction recovers an exactly low-rank update at its rank", "[lora][
     lora::factor_options o;
     o.rule = truncation::rank(6);
     const auto t = lora::extract_factors(p.finetuned_ref(), p.base_ref(), o, lora::factor_layout::in_out);
-    REQUIRE(t.b.shape()[0] == 45);
+    REQUIRE(t.left.shape()[0] == 45);
     const auto got = product_of(t);
     const auto expected = xmerge_test::transpose(p.delta, 70, 45);
     for (std::size_t i = 0; i < got.size(); ++i)

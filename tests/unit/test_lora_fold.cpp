@@ -73,8 +73,9 @@ namespace
             return l;
         }
 
-        /// (s B A) as the stored weight's rows x cols, in double.
-        std::vector<double> delta() const
+        /// (s B A) as the stored weight's rows x cols in double, or with `magnitudes` sum_k |s B_ik A_kj|
+        /// (the scale of float32 rounding in the product).
+        std::vector<double> delta(bool magnitudes = false) const
         {
             const auto av = a.values(), bv = b.values();
             std::vector<double> d(rows() * cols(), 0.0);
@@ -85,34 +86,16 @@ namespace
                     double s = 0.0;
                     for (std::size_t k = 0; k < rank; ++k)
                     {
-                        s += static_cast<double>(bv[i * rank + k]) * av[k * in() + j];
+                        const double term = static_cast<double>(bv[i * rank + k]) * av[k * in() + j];
+                        s += magnitudes ? std::fabs(term) : term;
                     }
-                    const std::size_t e = layout == lora::factor_layout::out_in ? i * cols() + j : j * cols() + i;
-                    d[e] = scale * s;
+                    d[layout == lora::factor_layout::out_in ? i * cols() + j : j * cols() + i] = (magnitudes ? std::fabs(scale) : scale) * s;
                 }
             }
             return d;
         }
 
-        /// sum_k |s B_ik A_kj| per stored element: the scale of float32 rounding in the product.
-        std::vector<double> delta_magnitude() const
-        {
-            const auto av = a.values(), bv = b.values();
-            std::vector<double> d(rows() * cols(), 0.0);
-            for (std::size_t i = 0; i < out(); ++i)
-            {
-                for (std::size_t j = 0; j < in(); ++j)
-                {
-                    double s = 0.0;
-                    for (std::size_t k = 0; k < rank; ++k)
-                    {
-                        s += std::fabs(static_cast<double>(bv[i * rank + k]) * av[k * in() + j]);
-                    }
-                    d[layout == lora::factor_layout::out_in ? i * cols() + j : j * cols() + i] = std::fabs(scale) * s;
-                }
-            }
-            return d;
-        }
+        std::vector<double> delta_magnitude() const { return delta(true); }
 
         /// The folded weight in double: W + delta, DoRA-rescaled when there is a magnitude.
         std::vector<double> folded(const std::vector<float>& w) const

@@ -55,8 +55,8 @@ namespace
 
     std::vector<double> product_of(const lora::extracted_factors& f)
     {
-        const std::vector<float> b(f.b.begin(), f.b.end()), a(f.a.begin(), f.a.end());
-        return xmerge_test::matmul(b, a, f.b.shape()[0], f.b.shape()[1], f.a.shape()[1]);
+        const std::vector<float> b(f.left.begin(), f.left.end()), a(f.right.begin(), f.right.end());
+        return xmerge_test::matmul(b, a, f.left.shape()[0], f.left.shape()[1], f.right.shape()[1]);
     }
 
     template <class A, class B>

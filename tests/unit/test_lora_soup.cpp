@@ -65,7 +65,7 @@ TEST_CASE("a linear soup is the base plus the weighted updates peft's folds impl
     o.weights = weights;
     o.lambda = 1.5;
     xmerge_test::scratch_dir dir;
-    lora::model_options threads;
+    merge_options threads;
     threads.threads = 2;
     const auto summary = lora::soup_to_model(f.base, f.adapters, dir / "soup", o, threads);
     CHECK(summary.tensors == f.base.size());
@@ -181,7 +181,7 @@ TEST_CASE("a DARE soup is the same for every thread count", "[lora][soup]")
     o.densities = {0.5};
     o.seed = 7;
     xmerge_test::scratch_dir dir;
-    lora::model_options one, two;
+    merge_options one, two;
     one.threads = 1;
     two.threads = 2;
     lora::soup_to_model(f.base, f.adapters, dir / "one", o, one);

@@ -17,6 +17,7 @@
 #include "../core/error.hpp"
 #include "backend.hpp"
 #include "dense.hpp"
+#include "projection.hpp"
 #include "svd.hpp"
 
 /**
@@ -203,16 +204,7 @@ namespace xmerge
         template <class T>
         inline dense_matrix<T> transposed(const dense_matrix<T>& a)
         {
-            const std::size_t m = a.shape()[0], n = a.shape()[1];
-            auto t = uninitialized_matrix<T>(n, m);
-            for (std::size_t i = 0; i < m; ++i)
-            {
-                for (std::size_t j = 0; j < n; ++j)
-                {
-                    t(j, i) = a(i, j);
-                }
-            }
-            return t;
+            return leading_rows_transposed(a, a.shape()[0]);
         }
 
         template <class T>

@@ -42,20 +42,12 @@ namespace xmerge::lora
         linalg_precision precision = linalg_precision::float32;
     };
 
-    /// The factors of one weight's update, as PEFT stores them (scale 1).
-    struct extracted_factors
-    {
-        /// A [r, in] and B [out, r] in float32.
-        dense_matrix<float> a;
-        dense_matrix<float> b;
-        /// The kept singular values, ||update||_F^2 and the kept part of it.
-        std::vector<double> singular_values;
-        double total_energy = 0.0;
-        double kept_energy = 0.0;
-
-        std::size_t rank() const noexcept { return singular_values.size(); }
-        double kept_fraction() const noexcept { return total_energy > 0.0 ? std::min(1.0, kept_energy / total_energy) : 1.0; }
-    };
+    /**
+     * The factors of one weight's update in float32, as PEFT stores them
+     * (scale 1): B = `left` [out, r], A = `right` [r, in], with the kept
+     * singular values and energies.
+     */
+    using extracted_factors = low_rank_factors<float>;
 
     /**
      * The truncated SVD of finetuned - base for one 2-D weight, as LoRA
@@ -74,7 +66,7 @@ namespace xmerge::lora
     template <class T>
     extracted_factors factor_update(dense_matrix<T> update, const factor_options& options, const std::string& tensor);
 
-    /// Float32 LoRA factors from a truncated SVD: B = left, A = right.
+    /// A truncated SVD's factors in float32.
     template <class T>
     extracted_factors to_factors(const low_rank_factors<T>& f);
 
@@ -130,8 +122,8 @@ namespace xmerge::lora
     inline extracted_factors to_factors(const low_rank_factors<T>& f)
     {
         extracted_factors out;
-        out.b = dense_matrix<float>(f.left);
-        out.a = dense_matrix<float>(f.right);
+        out.left = dense_matrix<float>(f.left);
+        out.right = dense_matrix<float>(f.right);
         out.singular_values = f.singular_values;
         out.total_energy = f.total_energy;
         out.kept_energy = f.kept_energy;
@@ -141,7 +133,7 @@ namespace xmerge::lora
     inline layer as_layer(const extracted_factors& f, std::string target, factor_layout layout, bool embedding, const shape_type& weight_shape)
     {
         const std::size_t r = f.rank();
-        shape_type a_shape{r, f.a.shape()[1]}, b_shape{f.b.shape()[0], r};
+        shape_type a_shape{r, f.right.shape()[1]}, b_shape{f.left.shape()[0], r};
         if (weight_shape.size() > 2)
         {
             a_shape = shape_type{r};
@@ -152,8 +144,8 @@ namespace xmerge::lora
             }
         }
         layer l;
-        l.a = as_tensor(f.a.data(), a_shape, target + ": lora_A");
-        l.b = as_tensor(f.b.data(), b_shape, target + ": lora_B");
+        l.a = as_tensor(f.right.data(), a_shape, target + ": lora_A");
+        l.b = as_tensor(f.left.data(), b_shape, target + ": lora_B");
         l.target = std::move(target);
         l.scale = 1.0;
         l.layout = layout;

@@ -6,6 +6,7 @@
 #define XMERGE_LORA_EXTRACT_MODEL_HPP
 
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <deque>
@@ -98,6 +99,20 @@ namespace xmerge::lora
 
     namespace detail
     {
+        /// e describes the factors f of weight e.name; a layer over f's memory is added unless f is empty.
+        inline void record_layer(extracted_tensor& e, const extracted_factors& f, std::vector<layer>& layers, factor_layout layout, bool embedding,
+                                 const shape_type& weight_shape)
+        {
+            e.what = extracted_tensor::kind::lora;
+            e.rank = f.rank();
+            e.update_norm = std::sqrt(f.total_energy);
+            e.kept_energy = f.kept_fraction();
+            if (f.rank() != 0)
+            {
+                layers.push_back(as_layer(f, e.name, layout, embedding, weight_shape));
+            }
+        }
+
         inline bool same_bytes(const model_tensor& a, const model_tensor& b)
         {
             return a.bytes == b.bytes && a.dtype == b.dtype && (a.bytes == 0 || std::memcmp(a.data, b.data, a.bytes) == 0);
@@ -187,15 +202,7 @@ namespace xmerge::lora
                 const bool embedding = detail::is_embedding(t.name, options.embedding_names);
                 const factor_layout layout = embedding || options.fan_in_fan_out ? factor_layout::in_out : factor_layout::out_in;
                 factors.push_back(extract_factors(t.ref(), base.at(t.name).ref(), options, layout));
-                const extracted_factors& f = factors.back();
-                e.what = extracted_tensor::kind::lora;
-                e.rank = f.rank();
-                e.update_norm = std::sqrt(f.total_energy);
-                e.kept_energy = f.kept_fraction();
-                if (f.rank() != 0)
-                {
-                    layers.push_back(as_layer(f, t.name, layout, embedding));
-                }
+                detail::record_layer(e, factors.back(), layers, layout, embedding, t.shape);
                 base.release(base.at(t.name));
                 finetuned.release(t);
             }

@@ -291,21 +291,21 @@ namespace xmerge::lora
                                      as_tensor(merged.data(), {q, in}, tensor));
                 }
                 extracted_factors r;
-                r.b = dense_matrix<float>::from_shape({out, q});
-                r.a = dense_matrix<float>::from_shape({q, in});
+                r.left = dense_matrix<float>::from_shape({out, q});
+                r.right = dense_matrix<float>::from_shape({q, in});
                 for (std::size_t i = 0; i < out; ++i)
                 {
                     for (std::size_t j = 0; j < q; ++j)
                     {
-                        r.b(i, j) = static_cast<float>(options.lambda * static_cast<double>(f.u(i, j)) * f.s(j));
+                        r.left(i, j) = static_cast<float>(options.lambda * static_cast<double>(f.u(i, j)) * f.s(j));
                     }
                 }
-                std::copy(merged.begin(), merged.end(), r.a.data());
+                std::copy(merged.begin(), merged.end(), r.right.data());
                 for (std::size_t j = 0; j < q; ++j)
                 {
                     r.singular_values.push_back(static_cast<double>(f.s(j)));
                 }
-                r.total_energy = r.kept_energy = detail::product_energy(r.b, r.a);
+                r.total_energy = r.kept_energy = detail::product_energy(r.left, r.right);
                 return r;
             });
     }

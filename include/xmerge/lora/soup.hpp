@@ -72,8 +72,8 @@ namespace xmerge::lora
      * to checkpoint directory `out_dir` tensor by tensor (each merged lazily
      * over the adapters' factors: no update is materialized).
      */
-    inline model_summary soup_to_model(const model& base, const std::vector<adapter>& adapters, const std::string& out_dir, const soup_options& options,
-                                       const model_options& output = {});
+    inline merge_summary soup_to_model(const model& base, const std::vector<adapter>& adapters, const std::string& out_dir, const soup_options& options,
+                                       const merge_options& output = {});
 
     /**
      * The merged updates as a new adapter in `out_dir`. A linear soup of
@@ -215,18 +215,19 @@ namespace xmerge::lora
         return detail::merge_updates(updates, t.shape, name, options);
     }
 
-    inline model_summary soup_to_model(const model& base, const std::vector<adapter>& adapters, const std::string& out_dir, const soup_options& options,
-                                       const model_options& output)
+    inline merge_summary soup_to_model(const model& base, const std::vector<adapter>& adapters, const std::string& out_dir, const soup_options& options,
+                                       const merge_options& output)
     {
         detail::check_soup(base, adapters);
         return detail::write_model(base, out_dir, output,
-                                   [&](const model_tensor& t) -> std::optional<any_expression>
+                                   [&](const std::string& name) -> any_expression
                                    {
-                                       if (!detail::touched(adapters, t.name))
+                                       const const_tensor_ref w = base.at(name).ref();
+                                       if (!detail::touched(adapters, name))
                                        {
-                                           return std::nullopt;
+                                           return input(w);
                                        }
-                                       return any_expression(input(t.ref()) + soup_update(base, adapters, t.name, options));
+                                       return input(w) + soup_update(base, adapters, name, options);
                                    });
     }
 
@@ -273,15 +274,7 @@ namespace xmerge::lora
                 }
                 factors.push_back(exact ? refactorize_sum(products, weights, factoring.rule, factoring.precision)
                                         : refactorize(merged, factoring, first->layout));
-                const extracted_factors& f = factors.back();
-                e.what = extracted_tensor::kind::lora;
-                e.rank = f.rank();
-                e.update_norm = std::sqrt(f.total_energy);
-                e.kept_energy = f.kept_fraction();
-                if (f.rank() != 0)
-                {
-                    layers.push_back(as_layer(f, t.name, first->layout, first->embedding, t.shape));
-                }
+                detail::record_layer(e, factors.back(), layers, first->layout, first->embedding, t.shape);
             }
             else
             {
