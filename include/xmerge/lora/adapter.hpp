@@ -220,6 +220,9 @@ namespace xmerge::lora
             m_replacements.push_back({target, t});
         }
 
+        // Each pattern is compiled once for all modules.
+        const detail::pattern_table<std::size_t> ranks(m_config.rank_pattern);
+        const detail::pattern_table<double> alphas(m_config.alpha_pattern);
         for (const std::string& module : order)
         {
             const auto& parts = modules[module];
@@ -248,13 +251,13 @@ namespace xmerge::lora
                 throw io_error(file, b->name, "rank mismatch: " + a->name + " has shape " + to_string(l.a.shape()) + " and " + b->name + " has shape "
                                                   + to_string(l.b.shape()) + " (expected [r, in...] and [out, r...])");
             }
-            const std::size_t expected = m_config.rank_for(module);
+            const std::size_t expected = ranks.find(module, m_config.r);
             if (l.rank() != expected)
             {
                 throw io_error(file, a->name, "has rank " + std::to_string(l.rank()) + " but " + config_origin + " gives r = " + std::to_string(expected)
                                                   + " for module '" + module + "' (r or rank_pattern)");
             }
-            l.scale = m_config.scale_for(module);
+            l.scale = scaling(alphas.find(module, m_config.lora_alpha), expected, m_config.use_rslora);
             if (const model_tensor* m = parts[part::magnitude])
             {
                 if (!m_config.use_dora)

@@ -70,6 +70,39 @@ namespace xmerge::lora
      */
     inline bool pattern_matches(const std::string& pattern, const std::string& module);
 
+    namespace detail
+    {
+        /// Patterns compiled once, for looking up many modules (first match in order wins).
+        template <class Value>
+        class pattern_table
+        {
+        public:
+            explicit pattern_table(const std::vector<std::pair<std::string, Value>>& patterns)
+            {
+                for (const auto& [pattern, value] : patterns)
+                {
+                    m_entries.emplace_back(std::regex("(.*\\.)?(" + pattern + ")"), value);
+                }
+            }
+
+            /// The value of the first pattern matching `module`, else `fallback`.
+            Value find(const std::string& module, Value fallback) const
+            {
+                for (const auto& [re, value] : m_entries)
+                {
+                    if (std::regex_match(module, re))
+                    {
+                        return value;
+                    }
+                }
+                return fallback;
+            }
+
+        private:
+            std::vector<std::pair<std::regex, Value>> m_entries;
+        };
+    }
+
     /// `name` with regular-expression characters escaped, a pattern matching only that name (and tails equal to it).
     inline std::string escape_pattern(const std::string& name);
 
@@ -107,26 +140,12 @@ namespace xmerge::lora
 
     inline std::size_t adapter_config::rank_for(const std::string& module) const
     {
-        for (const auto& [pattern, rank] : rank_pattern)
-        {
-            if (pattern_matches(pattern, module))
-            {
-                return rank;
-            }
-        }
-        return r;
+        return detail::pattern_table<std::size_t>(rank_pattern).find(module, r);
     }
 
     inline double adapter_config::alpha_for(const std::string& module) const
     {
-        for (const auto& [pattern, alpha] : alpha_pattern)
-        {
-            if (pattern_matches(pattern, module))
-            {
-                return alpha;
-            }
-        }
-        return lora_alpha;
+        return detail::pattern_table<double>(alpha_pattern).find(module, lora_alpha);
     }
 
     namespace detail
