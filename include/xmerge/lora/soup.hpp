@@ -87,9 +87,9 @@ namespace xmerge::lora
 
     namespace detail
     {
-        /// The method applied to updates against a zero base; `any_expression` of the merged update.
-        template <class E>
-        any_expression merge_updates(const expression_list<E>& updates, const shape_type& shape, const std::string& name, const soup_options& o);
+        /// The method applied to updates against a zero base: the merged update.
+        inline any_expression merge_updates(const expression_list<any_expression>& updates, const shape_type& shape, const std::string& name,
+                                            const soup_options& o);
 
         /// True when some adapter replaces `name` or updates it as a bias.
         inline bool needs_dense_updates(const std::vector<adapter>& adapters, const std::string& name);
@@ -101,8 +101,8 @@ namespace xmerge::lora
 
     namespace detail
     {
-        template <class E>
-        inline any_expression merge_updates(const expression_list<E>& updates, const shape_type& shape, const std::string& name, const soup_options& o)
+        inline any_expression merge_updates(const expression_list<any_expression>& updates, const shape_type& shape, const std::string& name,
+                                            const soup_options& o)
         {
             const std::size_t k = updates.size();
             std::vector<double> weights = o.weights;
@@ -182,16 +182,7 @@ namespace xmerge::lora
     {
         const model_tensor& t = base.at(name);
         const const_tensor_ref w = t.ref();
-        if (!detail::needs_dense_updates(adapters, name))
-        {
-            expression_list<low_rank_node> updates;
-            for (const adapter& a : adapters)
-            {
-                const layer* l = a.find(name);
-                updates.push_back(l ? update(w, *l) : zeros(t.shape, name));
-            }
-            return detail::merge_updates(updates, t.shape, name, options);
-        }
+        // One list type for every tensor: the merges are compiled once (a chunk copy per adapter is the price).
         expression_list<any_expression> updates;
         for (const adapter& a : adapters)
         {
