@@ -92,7 +92,7 @@ namespace fmnist
         }
         r.best_ingredient = r.ingredients[best];
         r.best_ingredient.model = "best_ingredient";
-        xmerge::uniform_soup(models, ws, on_val);
+        xmerge::score_uniform_soup(models, ws, on_val);
         r.uniform = row_of("uniform_soup", work);
         const xmerge::soup_result greedy = xmerge::greedy_soup(models, ws, on_val);
         r.greedy = row_of("greedy_soup", work);

@@ -148,7 +148,7 @@ TEST_CASE("greedy_soup keeps exactly the ingredients that do not lower the score
     REQUIRE(r.final_soup.result.value == Approx(-0.1875 * 0.1875));
     REQUIRE(work.refs()[0].typed_data<float>()[0] == -0.1875f);
 
-    const evaluated_point uniform = uniform_soup(lists, work.refs(), f);
+    const evaluated_point uniform = score_uniform_soup(lists, work.refs(), f);
     REQUIRE(uniform.coefficients == std::vector<double>(4, 0.25));
     REQUIRE(uniform.result.value == Approx(-0.90625 * 0.90625));
 }

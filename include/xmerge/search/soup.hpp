@@ -42,11 +42,12 @@ namespace xmerge
     };
 
     /**
-     * The uniform soup: the mean of all models, written into `workspace`
+     * The uniform soup (the mean of all models; uniform_soup() is its
+     * expression for one tensor), written into `workspace`
      * and scored. coefficients = 1 / K per model.
      */
-    inline evaluated_point uniform_soup(const std::vector<parameter_list>& models, const std::vector<tensor_ref>& workspace, const objective& f,
-                                        const eval_options& options = {});
+    inline evaluated_point score_uniform_soup(const std::vector<parameter_list>& models, const std::vector<tensor_ref>& workspace, const objective& f,
+                                              const eval_options& options = {});
 
     /**
      * The greedy soup: score every model alone, sort them by that score
@@ -90,8 +91,8 @@ namespace xmerge
      * Implementation   *
      ********************/
 
-    inline evaluated_point uniform_soup(const std::vector<parameter_list>& models, const std::vector<tensor_ref>& workspace, const objective& f,
-                                        const eval_options& options)
+    inline evaluated_point score_uniform_soup(const std::vector<parameter_list>& models, const std::vector<tensor_ref>& workspace, const objective& f,
+                                              const eval_options& options)
     {
         const detail::candidate_writer writer(workspace, detail::pointers_to(models), options);
         const std::vector<double> w(models.size(), 1.0 / static_cast<double>(models.size()));
