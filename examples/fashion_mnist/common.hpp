@@ -104,6 +104,27 @@ namespace fmnist
         torch::manual_seed(s.seed);
     }
 
+    struct dataset;
+    inline dataset load_dataset(const settings& s);
+
+    /// An experiment's main: parses the options, sets torch up, loads the data, runs `body(settings, dataset)`; reports errors.
+    template <class F>
+    int run_experiment(const char* name, int argc, char** argv, F&& body)
+    {
+        try
+        {
+            const settings s = parse_args(argc, argv);
+            setup_torch(s);
+            body(s, load_dataset(s));
+            return 0;
+        }
+        catch (const std::exception& e)
+        {
+            std::cerr << name << ": " << e.what() << "\n";
+            return 1;
+        }
+    }
+
     struct split
     {
         torch::Tensor x;  // float [N, 784] in [0, 1]

@@ -1,21 +1,8 @@
 // Experiment 3 (see docs/results.md): writes lmc_curves.csv and lmc_summary.csv to --out.
-#include <exception>
-#include <iostream>
-
 #include "lmc.hpp"
 
 int main(int argc, char** argv)
 {
-    try
-    {
-        const fmnist::settings s = fmnist::parse_args(argc, argv);
-        fmnist::setup_torch(s);
-        const fmnist::dataset d = fmnist::load_dataset(s);
-        fmnist::run_lmc(s, d, fmnist::train_base(s, d));
-    }
-    catch (const std::exception& e)
-    {
-        std::cerr << "fashion_mnist_lmc: " << e.what() << "\n";
-        return 1;
-    }
+    return fmnist::run_experiment("fashion_mnist_lmc", argc, argv,
+                                  [](const fmnist::settings& s, const fmnist::dataset& d) { fmnist::run_lmc(s, d, fmnist::train_base(s, d)); });
 }
