@@ -7,15 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "common.hpp"
+#include "task_models.hpp"
+
 #include <xmerge/linalg.hpp>
 #include <xmerge/methods/breadcrumbs.hpp>
 #include <xmerge/methods/dare.hpp>
 #include <xmerge/methods/model_stock.hpp>
 #include <xmerge/methods/ties.hpp>
-#include <xmerge/xmerge.hpp>
-
-#include "common.hpp"
-#include "task_models.hpp"
 
 namespace fmnist
 {

@@ -5,10 +5,10 @@
 #include <string>
 #include <vector>
 
-#include <xmerge/ops/arithmetic.hpp>
-
 #include "common.hpp"
 #include "task_models.hpp"
+
+#include <xmerge/ops/arithmetic.hpp>
 
 namespace fmnist
 {

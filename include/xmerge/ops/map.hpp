@@ -17,7 +17,6 @@
 #include "../core/error.hpp"
 #include "../core/expression.hpp"
 #include "../core/statistic.hpp"
-#include "../core/tensor_ref.hpp"
 #include "../simd/batch.hpp"
 #include "scalar.hpp"
 

@@ -18,6 +18,7 @@
 
 #include "../core/error.hpp"
 #include "../core/evaluate.hpp"
+#include "../core/tensor_ref.hpp"
 #include "../methods/task_arithmetic.hpp"
 #include "../ops/any.hpp"
 #include "../ops/input.hpp"
