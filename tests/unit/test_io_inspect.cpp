@@ -100,9 +100,10 @@ TEST_CASE("inspect_models: figures per tensor, per layer and in total", "[io][in
         const auto& t = r.tensors[1].sums;
         CHECK(r.tensors[1].layer == 0u);
         CHECK(r.tensors[1].stack == "model.layers");
-        CHECK(t.norm(0) == Approx(norm).epsilon(1e-12));
-        CHECK(t.cosine(1) == Approx(cosine).epsilon(1e-10));
-        CHECK(t.sign_conflict(1) == Approx(conflict).epsilon(1e-12));
+        // The same sums in another order (and fused multiply-adds in a -march=native build).
+        CHECK(t.norm(0) == Approx(norm).epsilon(1e-11));
+        CHECK(t.cosine(1) == Approx(cosine).epsilon(1e-9));
+        CHECK(t.sign_conflict(1) == conflict);
         CHECK(t.elements == n);
 
         // Layer 0 holds two tensors; "other" the embedding and the head, last.
@@ -110,10 +111,10 @@ TEST_CASE("inspect_models: figures per tensor, per layer and in total", "[io][in
         CHECK(r.layers[0].label == "model.layers.0");
         CHECK(r.layers[2].label == "other");
         f.direct({1, 2}, 2, 3, norm, cosine, conflict);
-        CHECK(r.layers[0].sums.cosine(2) == Approx(cosine).epsilon(1e-10));
-        CHECK(r.layers[0].sums.sign_conflict(2) == Approx(conflict).epsilon(1e-12));
+        CHECK(r.layers[0].sums.cosine(2) == Approx(cosine).epsilon(1e-9));
+        CHECK(r.layers[0].sums.sign_conflict(2) == conflict);
         f.direct({0, 1, 2, 3, 4}, 1, 2, norm, cosine, conflict);
-        CHECK(r.total.cosine(0) == Approx(cosine).epsilon(1e-10));
+        CHECK(r.total.cosine(0) == Approx(cosine).epsilon(1e-9));
         CHECK(r.total.elements == 5 * n);
         double base = 0;
         for (const auto& v : f.values[0])
@@ -123,7 +124,7 @@ TEST_CASE("inspect_models: figures per tensor, per layer and in total", "[io][in
                 base += static_cast<double>(x) * x;
             }
         }
-        CHECK(r.total.norm_ratio(0) == Approx(norm / std::sqrt(base)).epsilon(1e-12));
+        CHECK(r.total.norm_ratio(0) == Approx(norm / std::sqrt(base)).epsilon(1e-11));
 
         // Chunks are summed in a fixed order: the thread count changes no bit.
         xmerge::inspect_options one;

@@ -179,15 +179,8 @@ namespace xmerge
                 simd::load_as_float(refs[i].type(), refs[i].data(), begin, n, buffer.data() + i * n);
             }
             const float* b = buffer.data();
-            // Task vectors in place of the models.
-            for (std::size_t i = 1; i <= k; ++i)
-            {
-                float* d = buffer.data() + i * n;
-                for (std::size_t e = 0; e < n; ++e)
-                {
-                    d[e] -= b[e];
-                }
-            }
+            // Task vectors in double: the difference of two floats is exact there.
+            auto delta = [&](std::size_t model, std::size_t e) { return static_cast<double>(buffer[(model + 1) * n + e]) - b[e]; };
             delta_sums s;
             s.elements = n;
             s.pairs = pairs;
@@ -201,26 +194,25 @@ namespace xmerge
             }
             for (std::size_t i = 0; i < k; ++i)
             {
-                const float* d = buffer.data() + (i + 1) * n;
                 double sq = 0.0;
                 for (std::size_t e = 0; e < n; ++e)
                 {
-                    sq += static_cast<double>(d[e]) * d[e];
+                    const double d = delta(i, e);
+                    sq += d * d;
                 }
                 s.squares[i] = sq;
             }
             for (std::size_t p = 0; p < pairs.size(); ++p)
             {
-                const float* x = buffer.data() + (pairs[p].first + 1) * n;
-                const float* y = buffer.data() + (pairs[p].second + 1) * n;
                 double dot = 0.0;
                 std::uint64_t both = 0, conflict = 0;
                 for (std::size_t e = 0; e < n; ++e)
                 {
-                    dot += static_cast<double>(x[e]) * y[e];
-                    const bool nonzero = x[e] != 0.0f && y[e] != 0.0f;
+                    const double x = delta(pairs[p].first, e), y = delta(pairs[p].second, e);
+                    dot += x * y;
+                    const bool nonzero = x != 0.0 && y != 0.0;
                     both += nonzero;
-                    conflict += nonzero && ((x[e] > 0.0f) != (y[e] > 0.0f));
+                    conflict += nonzero && ((x > 0.0) != (y > 0.0));
                 }
                 s.dots[p] = dot;
                 s.both_nonzero[p] = both;
