@@ -8,6 +8,7 @@
 #include "catalog_averaging.hpp"
 #include "catalog_data_aware.hpp"
 #include "catalog_sparse_geometric.hpp"
+#include "passthrough.hpp"
 #include "registry.hpp"
 
 namespace xmerge
@@ -23,6 +24,7 @@ namespace xmerge
         add_averaging_methods(r);
         add_sparse_geometric_methods(r);
         add_data_aware_methods(r);
+        r.add(passthrough_method());
         return r;
     }
 }
