@@ -5,12 +5,18 @@
 #ifndef XMERGE_IO_CHECKPOINT_WRITER_HPP
 #define XMERGE_IO_CHECKPOINT_WRITER_HPP
 
+#include <algorithm>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -19,6 +25,7 @@
 #include "../core/error.hpp"
 #include "../core/tensor_ref.hpp"
 #include "output_file.hpp"
+#include "output_lock.hpp"
 #include "safetensors.hpp"
 #include "safetensors_writer.hpp"
 #include "shard_index.hpp"
@@ -45,7 +52,23 @@ namespace xmerge::io
         bool overwrite = false;
         /// Flush files and directories to the device before commit() returns.
         bool sync = false;
+        /// Told one sentence per leftover of an earlier writer that was removed or restored (see clean_leftovers).
+        std::function<void(const std::string&)> on_cleanup;
+        /// The steps of commit(), named "staged" (all files written), "moved-aside" (the fallback's previous
+        /// version renamed away) and "in-place"; an exception thrown here stops the commit there (fault injection).
+        std::function<void(const char*)> on_commit_step;
+        /// Replace an existing directory with two renames even where an atomic exchange exists (tests of the fallback).
+        bool no_exchange = false;
     };
+
+    /**
+     * Removes the staging directories of every checkpoint_writer of this
+     * process that has not committed, and releases their locks, so that the
+     * process can end at once (a second Ctrl-C). It waits for a commit in
+     * progress to finish its renames. Not async-signal-safe: call it from a
+     * thread that waits for signals, not from a signal handler.
+     */
+    inline void abandon_unfinished_outputs() noexcept;
 
     /**
      * A checkpoint directory written tensor by tensor.
@@ -58,8 +81,22 @@ namespace xmerge::io
      * Destroying the writer before commit() removes the staging directory, so
      * a failure never leaves a partial checkpoint, and `dir` is untouched.
      *
+     * The writer holds output_lock(dir) from construction to commit or
+     * destruction: a second writer of the same directory, in this process or
+     * another, is refused. Holding it, the constructor first removes what a
+     * writer that died left there (clean_leftovers, told to on_cleanup).
+     *
+     * Without `overwrite`, commit() renames the staging directory to `dir`,
+     * which fails if a non-empty `dir` appeared meanwhile (nothing is
+     * deleted). With it, an existing `dir` is exchanged with the staging
+     * directory in one step (Linux renameat2 RENAME_EXCHANGE) and the old
+     * version deleted; where the filesystem cannot exchange, the old version
+     * is renamed to `.DIR.old-*` first, and if the process dies before the
+     * new one is in place, the next writer (or clean_leftovers) puts it back.
+     *
      * The constructor fails early (before any work) when `dir` exists and is
-     * not empty without `overwrite`, or when its parent cannot be written.
+     * not empty without `overwrite`, when another writer holds it, or when
+     * its parent cannot be written.
      */
     class checkpoint_writer
     {
@@ -94,7 +131,10 @@ namespace xmerge::io
     private:
         safetensors_writer& writer(const std::string& name);
         void remove_staging() noexcept;
+        void step(const char* name) const;
+        void move_into_place();
 
+        output_lock m_lock;
         std::string m_dir;
         std::string m_staging;
         checkpoint_options m_options;
@@ -112,6 +152,30 @@ namespace xmerge::io
 
     namespace detail
     {
+        /// Staging directories of the writers that have not committed, and their locks.
+        struct unfinished_outputs
+        {
+            std::mutex mutex;
+            std::vector<std::pair<std::string, std::string>> entries;  // staging directory, lock file
+            bool abandoned = false;
+
+            static unfinished_outputs& get()
+            {
+                static unfinished_outputs* instance = new unfinished_outputs;  // never destroyed: usable during exit
+                return *instance;
+            }
+            void add(const std::string& staging, const std::string& lock)
+            {
+                std::lock_guard<std::mutex> guard(mutex);
+                entries.emplace_back(staging, lock);
+            }
+            void remove(const std::string& staging) noexcept
+            {
+                std::lock_guard<std::mutex> guard(mutex);
+                entries.erase(std::remove_if(entries.begin(), entries.end(), [&](const auto& e) { return e.first == staging; }), entries.end());
+            }
+        };
+
         inline void sync_directory(const std::string& dir)
         {
 #if XMERGE_HAS_MMAP
@@ -125,6 +189,33 @@ namespace xmerge::io
             (void)dir;
 #endif
         }
+
+        /// Swaps two directories in one step; false (errno set) where the system or filesystem cannot.
+        inline bool exchange_directories(const std::string& a, const std::string& b) noexcept
+        {
+#if defined(__linux__) && defined(RENAME_EXCHANGE)
+            return ::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE) == 0;
+#else
+            (void)a;
+            (void)b;
+            errno = ENOSYS;
+            return false;
+#endif
+        }
+    }
+
+    inline void abandon_unfinished_outputs() noexcept
+    {
+        auto& registry = detail::unfinished_outputs::get();
+        std::lock_guard<std::mutex> guard(registry.mutex);
+        registry.abandoned = true;  // no commit starts renaming after this
+        for (const auto& [staging, lock] : registry.entries)
+        {
+            std::error_code ec;
+            std::filesystem::remove_all(staging, ec);
+            std::remove(lock.c_str());
+        }
+        registry.entries.clear();
     }
 
     inline checkpoint_writer::checkpoint_writer(std::string dir, const std::vector<tensor_info>& tensors, checkpoint_options options)
@@ -140,12 +231,25 @@ namespace xmerge::io
         {
             throw parameter_error("", "max_shard_bytes", "must be positive");
         }
-        fs::path target = fs::absolute(fs::path(m_dir)).lexically_normal();
-        if (!target.has_filename())
-        {
-            target = target.parent_path();
-        }
+        const fs::path target = detail::output_target(m_dir);
         std::error_code ec;
+        const fs::path parent = target.parent_path();
+        if (!fs::is_directory(parent, ec))
+        {
+            fs::create_directories(parent, ec);
+            if (ec)
+            {
+                throw io_error(parent.string(), "", "cannot create the output's parent directory: " + ec.message());
+            }
+        }
+        m_lock = output_lock(m_dir);
+        for (const auto& note : clean_leftovers(m_dir))
+        {
+            if (m_options.on_cleanup)
+            {
+                m_options.on_cleanup(note);
+            }
+        }
         if (fs::exists(target, ec))
         {
             if (!fs::is_directory(target, ec))
@@ -157,21 +261,13 @@ namespace xmerge::io
                 throw io_error(m_dir, "", "exists and is not empty; choose another output directory or allow overwriting");
             }
         }
-        const fs::path parent = target.parent_path();
-        if (!fs::is_directory(parent, ec))
-        {
-            fs::create_directories(parent, ec);
-            if (ec)
-            {
-                throw io_error(parent.string(), "", "cannot create the output's parent directory: " + ec.message());
-            }
-        }
         m_dir = target.string();
-        m_staging = (parent / ("." + target.filename().string() + ".partial-" + detail::unique_suffix())).string();
+        m_staging = detail::output_sibling(target, ".partial-" + detail::unique_suffix());
         if (!fs::create_directory(m_staging, ec) || ec)
         {
             throw io_error(m_staging, "", "cannot create the staging directory: " + (ec ? ec.message() : std::string("it exists")));
         }
+        detail::unfinished_outputs::get().add(m_staging, m_lock.path());
 
         try
         {
@@ -241,6 +337,16 @@ namespace xmerge::io
     {
         std::error_code ec;
         std::filesystem::remove_all(m_staging, ec);
+        detail::unfinished_outputs::get().remove(m_staging);
+        m_lock.release();
+    }
+
+    inline void checkpoint_writer::step(const char* name) const
+    {
+        if (m_options.on_commit_step)
+        {
+            m_options.on_commit_step(name);
+        }
     }
 
     inline safetensors_writer& checkpoint_writer::writer(const std::string& name)
@@ -330,44 +436,63 @@ namespace xmerge::io
             detail::sync_directory(m_staging);
         }
 
-        std::error_code ec;
-        std::string old;
-        if (fs::exists(m_dir, ec))
-        {
-            if (fs::is_empty(m_dir, ec))
-            {
-                fs::remove(m_dir, ec);
-            }
-            else
-            {
-                // Only now, with the new checkpoint complete, is the old one moved aside.
-                old = (fs::path(m_dir).parent_path() / ("." + fs::path(m_dir).filename().string() + ".old-" + detail::unique_suffix())).string();
-                fs::rename(m_dir, old, ec);
-                if (ec)
-                {
-                    throw io_error(m_dir, "", "cannot move the existing directory aside: " + ec.message());
-                }
-            }
-        }
-        fs::rename(m_staging, m_dir, ec);
-        if (ec)
-        {
-            if (!old.empty())
-            {
-                std::error_code back;
-                fs::rename(old, m_dir, back);
-            }
-            throw io_error(m_dir, "", "cannot rename the finished checkpoint into place: " + ec.message());
-        }
+        step("staged");
+        move_into_place();
         m_committed = true;
-        if (!old.empty())
-        {
-            fs::remove_all(old, ec);
-        }
+        detail::unfinished_outputs::get().remove(m_staging);
+        m_lock.release();
         if (m_options.sync)
         {
             detail::sync_directory(fs::path(m_dir).parent_path().string());
         }
+    }
+
+    inline void checkpoint_writer::move_into_place()
+    {
+        namespace fs = std::filesystem;
+        // A signal thread abandoning outputs waits until the directories are consistent.
+        std::lock_guard<std::mutex> guard(detail::unfinished_outputs::get().mutex);
+        if (detail::unfinished_outputs::get().abandoned)
+        {
+            throw io_error(m_dir, "", "the process is ending; the finished output was discarded");
+        }
+        // Without overwrite, rename() replaces at most an empty directory and fails on anything else.
+        if (::rename(m_staging.c_str(), m_dir.c_str()) == 0)
+        {
+            step("in-place");
+            return;
+        }
+        const int e = errno;
+        if ((e != ENOTEMPTY && e != EEXIST) || !m_options.overwrite)
+        {
+            throw io_error(m_dir, "", (e == ENOTEMPTY || e == EEXIST ? std::string("appeared and is not empty while the merge ran; it was left as it is")
+                                                                     : std::string("cannot rename the finished checkpoint into place: ") + std::strerror(e))
+                                          + " (the finished output is discarded)");
+        }
+        if (!m_options.no_exchange && detail::exchange_directories(m_staging, m_dir))
+        {
+            // The staging name now holds the previous version.
+            step("in-place");
+            std::error_code ec;
+            fs::remove_all(m_staging, ec);
+            return;
+        }
+        // No atomic exchange here: move the old version aside; clean_leftovers restores it if we stop in between.
+        const std::string old = detail::output_sibling(fs::path(m_dir), ".old-" + detail::unique_suffix());
+        if (::rename(m_dir.c_str(), old.c_str()) != 0)
+        {
+            throw io_error(m_dir, "", std::string("cannot move the existing directory aside: ") + std::strerror(errno));
+        }
+        step("moved-aside");
+        if (::rename(m_staging.c_str(), m_dir.c_str()) != 0)
+        {
+            const int err = errno;
+            ::rename(old.c_str(), m_dir.c_str());
+            throw io_error(m_dir, "", std::string("cannot rename the finished checkpoint into place: ") + std::strerror(err));
+        }
+        step("in-place");
+        std::error_code ec;
+        fs::remove_all(old, ec);
     }
 }
 
