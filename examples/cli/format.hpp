@@ -10,6 +10,50 @@
 
 namespace xmerge_cli
 {
+    /**
+     * Text from a file (tensor names, metadata, messages quoting them) made
+     * safe for a terminal: control characters (C0, DEL and C1 as UTF-8) are
+     * written as \xNN or \u00NN, so no escape sequence reaches it. Line
+     * breaks are kept only with `keep_newlines`.
+     */
+    inline std::string printable(const std::string& text, bool keep_newlines = false)
+    {
+        std::string out;
+        out.reserve(text.size());
+        char buf[8];
+        for (std::size_t i = 0; i < text.size(); ++i)
+        {
+            const auto c = static_cast<unsigned char>(text[i]);
+            const auto next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0u;
+            if ((c < 0x20 && !(keep_newlines && c == '\n')) || c == 0x7f)
+            {
+                std::snprintf(buf, sizeof buf, "\\x%02x", c);
+                out += buf;
+            }
+            else if (c == 0xc2 && next >= 0x80 && next <= 0x9f)
+            {
+                std::snprintf(buf, sizeof buf, "\\u%04x", next);
+                out += buf;
+                ++i;
+            }
+            else
+            {
+                out += static_cast<char>(c);
+            }
+        }
+        return out;
+    }
+
+    /// A thread count option: digits only, at most 4096 (0: every hardware thread).
+    inline std::string check_threads(const std::string& text)
+    {
+        if (text.empty() || text.size() > 4 || text.find_first_not_of("0123456789") != std::string::npos || std::stoul(text) > 4096)
+        {
+            return "must be a number of threads from 0 (every hardware thread) to 4096, got '" + text + "'";
+        }
+        return {};
+    }
+
     inline std::string bytes(double n)
     {
         const char* units[] = {"B", "kB", "MB", "GB", "TB"};

@@ -7,6 +7,7 @@
 //   xmerge reshard CHECKPOINT OUT_DIR        rewrite a checkpoint (new shard size or dtype)
 //   xmerge make-demo DIR                     small synthetic base + fine-tunes
 //   xmerge io-floor OUT_FILE INPUT...        time to only read inputs and write an output
+//   xmerge clean OUT_DIR                     remove what interrupted runs into OUT_DIR left behind
 
 #include <cstdio>
 #include <exception>
@@ -23,6 +24,7 @@
 #include <xmerge/model/model.hpp>
 #include <xmerge/ops/input.hpp>
 #include <xmerge/io/companion_files.hpp>
+#include <xmerge/io/output_lock.hpp>
 #include <xmerge/recipe/recipe.hpp>
 
 #include "commands.hpp"
@@ -40,11 +42,11 @@ namespace
         const xmerge::model m = xmerge::model::open(path);
         for (const auto& t : m.tensors())
         {
-            std::printf("%-60s %-6s %-20s %s\n", t.name.c_str(), t.dtype.c_str(), xmerge::to_string(t.shape).c_str(), xmerge_cli::bytes(static_cast<double>(t.bytes)).c_str());
+            std::printf("%-60s %-6s %-20s %s\n", xmerge_cli::printable(t.name).c_str(), t.dtype.c_str(), xmerge::to_string(t.shape).c_str(), xmerge_cli::bytes(static_cast<double>(t.bytes)).c_str());
         }
         for (const auto& [k, v] : m.metadata())
         {
-            std::printf("metadata %s = %s\n", k.c_str(), v.c_str());
+            std::printf("metadata %s = %s\n", xmerge_cli::printable(k).c_str(), xmerge_cli::printable(v).c_str());
         }
         std::printf("%zu tensors, %s in %zu file%s\n", m.size(), xmerge_cli::bytes(static_cast<double>(m.total_bytes())).c_str(), m.files().size(),
                     m.files().size() == 1 ? "" : "s");
@@ -73,6 +75,7 @@ namespace
         o.max_shard_bytes = xmerge_cli::parse_size(shard_size);
         o.metadata = m.metadata();
         o.overwrite = overwrite;
+        o.on_cleanup = [](const std::string& note) { std::fprintf(stderr, "xmerge: note: %s\n", xmerge_cli::printable(note).c_str()); };
         xmerge::io::checkpoint_writer w(out, layout, o);
         for (const auto& t : m.tensors())
         {
@@ -94,8 +97,25 @@ namespace
                 w.add_file((fs::path(in) / name).string(), name);
             }
         }
+        m.check_unchanged();
         w.commit();
         std::printf("xmerge: %zu tensors written to %s in %zu shard%s\n", m.size(), out.c_str(), w.shard_count(), w.shard_count() == 1 ? "" : "s");
+        return 0;
+    }
+
+    // Removes what runs into OUT_DIR that ended without cleaning up left next to it.
+    int clean(const std::string& dir)
+    {
+        xmerge::io::output_lock lock(dir);  // refused while a run writes there
+        const auto notes = xmerge::io::clean_leftovers(dir);
+        for (const auto& note : notes)
+        {
+            std::printf("xmerge: %s\n", xmerge_cli::printable(note).c_str());
+        }
+        if (notes.empty())
+        {
+            std::printf("xmerge: nothing was left behind next to %s\n", xmerge_cli::printable(dir).c_str());
+        }
         return 0;
     }
 }
@@ -110,7 +130,7 @@ int main(int argc, char** argv)
     CLI::App* run_cmd = app.add_subcommand("run", "Merge the models of a recipe into OUT_DIR (written atomically)");
     run_cmd->add_option("recipe", ra.recipe, "mergekit YAML recipe")->required();
     run_cmd->add_option("out_dir", ra.out_dir, "output checkpoint directory (must not exist or be empty, unless --overwrite)")->required();
-    run_cmd->add_option("-j,--threads", ra.threads, "threads (0: every hardware thread)");
+    run_cmd->add_option("-j,--threads", ra.threads, "threads (0: every hardware thread)")->check(xmerge_cli::check_threads);
     CLI::Option* shard_option = run_cmd->add_option("--shard-size", shard_size, "largest output shard, e.g. 5GB, 500MB, 2GiB")->capture_default_str();
     run_cmd->add_option("--out-dtype", ra.out_dtype, "dtype of merged tensors: float32, bfloat16, float16 (default: the recipe's, else the inputs')");
     run_cmd->add_option("--seed", ra.seed, "seed of random methods")->capture_default_str();
@@ -136,7 +156,7 @@ int main(int argc, char** argv)
     inspect_cmd->add_option("--plot", ia.plot, "write a PNG heatmap of cosine similarity and sign conflicts per layer and model pair");
     inspect_cmd->add_option("--svd", ia.singular_values, "top singular values and effective rank of each 2-D task vector (needs the linalg component)");
     inspect_cmd->add_flag("--tensors", ia.per_tensor, "one table row per tensor, not per layer");
-    inspect_cmd->add_option("-j,--threads", ia.threads, "threads (0: every hardware thread)");
+    inspect_cmd->add_option("-j,--threads", ia.threads, "threads (0: every hardware thread)")->check(xmerge_cli::check_threads);
 
     std::string info_path;
     CLI::App* info_cmd = app.add_subcommand("info", "List the tensors of a checkpoint (file, index or directory)");
@@ -163,7 +183,7 @@ int main(int argc, char** argv)
     demo_cmd->add_option("--dtype", demo_dtype, "float32, bfloat16 or float16")->capture_default_str();
     demo_cmd->add_option("--shard-size", demo_shard, "largest shard")->capture_default_str();
     demo_cmd->add_option("--seed", demo.seed, "seed")->capture_default_str();
-    demo_cmd->add_option("-j,--threads", demo.threads, "threads (0: all)");
+    demo_cmd->add_option("-j,--threads", demo.threads, "threads (0: all)")->check(xmerge_cli::check_threads);
     demo_cmd->add_flag("--overwrite", demo.overwrite, "replace existing models");
 
     std::string floor_out, floor_size;
@@ -173,7 +193,11 @@ int main(int argc, char** argv)
     floor_cmd->add_option("out_file", floor_out, "temporary output file")->required();
     floor_cmd->add_option("inputs", floor_inputs, "input files or checkpoint directories")->required();
     floor_cmd->add_option("--write-size", floor_size, "bytes to write, e.g. 1GiB")->required();
-    floor_cmd->add_option("-j,--threads", floor_threads, "threads (0: all)");
+    floor_cmd->add_option("-j,--threads", floor_threads, "threads (0: all)")->check(xmerge_cli::check_threads);
+
+    std::string clean_dir;
+    CLI::App* clean_cmd = app.add_subcommand("clean", "Remove what interrupted runs into OUT_DIR left next to it (staging directories; restore an interrupted overwrite)");
+    clean_cmd->add_option("out_dir", clean_dir, "output directory of the runs")->required();
 
     CLI11_PARSE(app, argc, argv);
 
@@ -221,6 +245,10 @@ int main(int argc, char** argv)
             std::printf("xmerge: wrote a base model and %zu fine-tunes (%s) to %s\n", demo.models, xmerge_cli::bytes(static_cast<double>(n)).c_str(), demo_dir.c_str());
             return 0;
         }
+        if (clean_cmd->parsed())
+        {
+            return clean(clean_dir);
+        }
         if (floor_cmd->parsed())
         {
             const std::size_t threads = floor_threads ? floor_threads : std::max(1u, std::thread::hardware_concurrency());
@@ -234,12 +262,12 @@ int main(int argc, char** argv)
     }
     catch (const xmerge::merge_error& e)
     {
-        std::fprintf(stderr, "%s\n", e.what());
+        std::fprintf(stderr, "%s\n", xmerge_cli::printable(e.what(), true).c_str());
         return 1;
     }
     catch (const std::exception& e)
     {
-        std::fprintf(stderr, "xmerge: error: %s\n", e.what());
+        std::fprintf(stderr, "xmerge: error: %s\n", xmerge_cli::printable(e.what(), true).c_str());
         return 1;
     }
     return 0;

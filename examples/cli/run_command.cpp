@@ -1,6 +1,5 @@
 // xmerge run and xmerge methods: recipes through the method registry.
 
-#include <csignal>
 #include <cstdio>
 #include <sstream>
 #include <stdexcept>
@@ -13,21 +12,12 @@
 #include "commands.hpp"
 #include "format.hpp"
 #include "progress.hpp"
+#include "signals.hpp"
 
 namespace xmerge_cli
 {
     namespace
     {
-        // Ctrl-C or a termination request: the merge stops at the next tensor and
-        // unwinds, so the staging directory is removed; a second signal kills at once.
-        volatile std::sig_atomic_t stop_requested = 0;
-
-        extern "C" void request_stop(int sig)
-        {
-            stop_requested = 1;
-            std::signal(sig, SIG_DFL);
-        }
-
         xmerge::tensor_rule parse_rule(const std::string& s, const char* option)
         {
             if (s == "error")
@@ -77,6 +67,7 @@ namespace xmerge_cli
         o.merge.output.max_shard_bytes = a.shard_bytes;
         o.merge.output.overwrite = a.overwrite;
         o.merge.output.sync = a.sync;
+        o.merge.output.on_cleanup = [](const std::string& note) { std::fprintf(stderr, "xmerge: note: %s\n", printable(note).c_str()); };
         if (!a.out_dtype.empty())
         {
             o.out_dtype = xmerge::parse_dtype(a.out_dtype);
@@ -90,15 +81,17 @@ namespace xmerge_cli
         o.copy_tokenizer = a.copy_tokenizer;
         o.model_card = a.model_card;
 
+        // Before any thread starts: they inherit the blocked signals.
+        stop_on_signals signals;
         // Everything is checked before anything is written.
         xmerge::recipe_job job(a.recipe, a.out_dir, registry, o);
         for (const auto& warning : job.warnings())
         {
-            std::fprintf(stderr, "xmerge: warning: %s\n", warning.c_str());
+            std::fprintf(stderr, "xmerge: warning: %s\n", printable(warning).c_str());
         }
         for (const auto& note : job.notes())
         {
-            std::fprintf(stderr, "xmerge: note: %s\n", note.c_str());
+            std::fprintf(stderr, "xmerge: note: %s\n", printable(note).c_str());
         }
         const xmerge::merge_plan& plan = job.plan();
         if (a.dry_run)
@@ -114,17 +107,28 @@ namespace xmerge_cli
         }
 
         progress_bar bar(!a.no_progress);
-        std::signal(SIGINT, request_stop);
-        std::signal(SIGTERM, request_stop);
-        const xmerge::merge_summary s = job.run(
-            [&bar](const xmerge::merge_progress& p)
-            {
-                if (stop_requested)
+        xmerge::merge_summary s;
+        try
+        {
+            s = job.run(
+                [&bar](const xmerge::merge_progress& p)
                 {
-                    throw std::runtime_error("interrupted; nothing was written");
-                }
-                bar(p);
-            });
+                    if (stop_on_signals::requested())
+                    {
+                        throw std::runtime_error("interrupted");
+                    }
+                    bar(p);
+                });
+        }
+        catch (const std::exception&)
+        {
+            if (const int sig = stop_on_signals::requested())
+            {
+                std::fprintf(stderr, "xmerge: interrupted by signal %d; the unfinished output was removed, nothing was written\n", sig);
+                return 128 + sig;
+            }
+            throw;
+        }
 
         const double moved = static_cast<double>(s.bytes_read + s.bytes_written);
         std::printf("xmerge: %s merge written to %s\n", job.parsed().merge_method.c_str(), a.out_dir.c_str());

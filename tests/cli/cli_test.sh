@@ -118,6 +118,87 @@ wait $pid
 rc=$?
 expect "Ctrl-C leaves no output and no staging directory" '[ $rc -ne 0 ] && [ ! -e interrupted ] && ! ls -a | grep -q "\.partial-"'
 
+# Wait until a run into $1 has its staging directory: the merge is under way.
+wait_for_staging() {
+    for _ in $(seq 1000); do
+        ls -a | grep -q "^\.$1\.partial-" && return 0
+        sleep 0.01
+    done
+    return 1
+}
+no_leftovers() { ! ls -a | grep -q "^\.$1\.\(partial\|old\|lock\)"; }
+
+# SIGHUP (a closed ssh session) and SIGTERM are handled like Ctrl-C.
+for sig in HUP TERM; do
+    "$xmerge" run big.yml "by_$sig" --no-progress -j 1 >/dev/null 2>"by_$sig.log" &
+    pid=$!
+    wait_for_staging "by_$sig"
+    kill -$sig $pid 2>/dev/null
+    wait $pid
+    rc=$?
+    expect "SIG$sig stops the merge and leaves nothing" '[ $rc -eq $((128 + $(kill -l $sig))) ] && [ ! -e by_$sig ] && no_leftovers by_$sig && grep -q "nothing was written" by_$sig.log'
+done
+# A second signal exits at once and still removes the staging directory.
+"$xmerge" run big.yml twice --no-progress -j 1 >/dev/null 2>twice.log &
+pid=$!
+wait_for_staging twice
+kill -INT $pid; kill -INT $pid
+wait $pid
+rc=$?
+expect "a second Ctrl-C exits at once and leaves nothing" '[ $rc -eq 130 ] && [ ! -e twice ] && no_leftovers twice'
+
+# kill -9 leaves the staging directory; the next run into the same directory removes it and says so.
+"$xmerge" run big.yml killed --no-progress -j 1 >/dev/null 2>&1 &
+pid=$!
+wait_for_staging killed
+kill -9 $pid; wait $pid 2>/dev/null
+expect "kill -9 leaves a staging directory behind" 'ls -a | grep -q "^\.killed\.partial-"'
+err=$("$xmerge" run ta.yml killed --no-progress 2>&1 >/dev/null)
+expect "the next run removes it with a note" '[ -f killed/model.safetensors ] && grep -q "note: removed .*\.killed\.partial-" <<<"$err" && no_leftovers killed'
+mkdir -p .gone.partial-424242-0 && echo x > .gone.partial-424242-0/model.safetensors
+out=$("$xmerge" clean gone)
+expect "xmerge clean removes leftovers of runs that are gone" 'grep -q "removed .*\.gone\.partial-424242-0" <<<"$out" && no_leftovers gone'
+expect "xmerge clean with nothing to do says so" '"$xmerge" clean gone | grep -q "nothing was left behind"'
+
+# Two runs into one directory: the second is refused while the first runs; the first completes.
+"$xmerge" run big.yml shared_out --no-progress -j 1 >/dev/null 2>&1 &
+pid=$!
+wait_for_staging shared_out
+err=$("$xmerge" run ta.yml shared_out --overwrite --no-progress 2>&1 >/dev/null)
+expect "a second run into the same directory is refused" '[ $? -eq 1 ] && grep -q "another process is writing this output directory" <<<"$err"'
+err=$("$xmerge" clean shared_out 2>&1 >/dev/null)
+expect "and so is clean while a run is writing" '[ $? -eq 1 ] && grep -q "another process is writing" <<<"$err" && ls -a | grep -q "^\.shared_out\.partial-"'
+wait $pid
+expect "the first run completes" '[ $? -eq 0 ] && [ -f shared_out/model.safetensors ] && no_leftovers shared_out'
+
+# An input truncated during the merge (a new copy or download over it): a clean error, not SIGBUS.
+cp -r big shrinking
+sed 's#big/#shrinking/#g' big.yml > shrinking.yml
+"$xmerge" run shrinking.yml shrunk --no-progress -j 1 >/dev/null 2>shrunk.log &
+pid=$!
+wait_for_staging shrunk
+truncate -s 4096 shrinking/math/model.safetensors
+wait $pid
+rc=$?
+expect "an input truncated during the merge is an error naming it, and nothing is left" '[ $rc -eq 1 ] && grep -q "shrinking/math/model.safetensors" shrunk.log && grep -q "shrank\|changed size" shrunk.log && [ ! -e shrunk ] && no_leftovers shrunk'
+
+# Not a regular file: refused at once instead of waiting on a FIFO.
+mkfifo fifo.safetensors
+err=$(timeout 20 "$xmerge" info fifo.safetensors 2>&1)
+expect "a FIFO is refused without blocking" '[ $? -eq 1 ] && grep -q "is a FIFO, not a regular file" <<<"$err"'
+err=$("$xmerge" run ta.yml bad_threads -j -1 2>&1 >/dev/null)
+expect "-j -1 is refused with a message" '[ $? -ne 0 ] && grep -q "number of threads" <<<"$err" && [ ! -e bad_threads ]'
+
+# Names and metadata from a file cannot send escape sequences to the terminal.
+python3 - <<'PY'
+import json, struct
+header = {"\u001b[31mred\u0007": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "__metadata__": {"note": "\u001b]0;title\u0007"}}
+text = json.dumps(header).encode()
+open("escape.safetensors", "wb").write(struct.pack("<Q", len(text)) + text + b"\0" * 4)
+PY
+out=$("$xmerge" info escape.safetensors)
+expect "info escapes control characters" '! grep -q $'"'"'\x1b'"'"' <<<"$out" && grep -qF "\x1b[31mred\x07" <<<"$out" && grep -qF "\x1b]0;title" <<<"$out"'
+
 # mergekit-yaml's options, as scripts pass them.
 out=$("$xmerge" run ta.yml mk_flags --cuda --lazy-unpickle --allow-crimes --out-shard-size 40k --no-copy-tokenizer --trust-remote-code \
       --low-cpu-memory --random-seed 3 --num-threads 1 --write-model-card -v --quiet 2>&1)

@@ -70,6 +70,9 @@ namespace xmerge::io
      */
     inline void abandon_unfinished_outputs() noexcept;
 
+    /// How many checkpoint_writers of this process have a staging directory and have not committed.
+    inline std::size_t unfinished_output_count() noexcept;
+
     /**
      * A checkpoint directory written tensor by tensor.
      *
@@ -132,6 +135,8 @@ namespace xmerge::io
         safetensors_writer& writer(const std::string& name);
         void remove_staging() noexcept;
         void step(const char* name) const;
+        /// The same error, naming the file where it would have been in `dir`: the staging directory is gone when the user reads it.
+        io_error outside_staging(const io_error& e) const;
         void move_into_place();
 
         output_lock m_lock;
@@ -202,6 +207,13 @@ namespace xmerge::io
             return false;
 #endif
         }
+    }
+
+    inline std::size_t unfinished_output_count() noexcept
+    {
+        auto& registry = detail::unfinished_outputs::get();
+        std::lock_guard<std::mutex> guard(registry.mutex);
+        return registry.entries.size();
     }
 
     inline void abandon_unfinished_outputs() noexcept
@@ -316,12 +328,28 @@ namespace xmerge::io
                 }
             }
         }
+        catch (const io_error& e)
+        {
+            m_shards.clear();
+            remove_staging();
+            throw outside_staging(e);
+        }
         catch (...)
         {
             m_shards.clear();
             remove_staging();
             throw;
         }
+    }
+
+    inline io_error checkpoint_writer::outside_staging(const io_error& e) const
+    {
+        const std::string& f = e.file();
+        if (f.compare(0, m_staging.size(), m_staging) != 0)
+        {
+            return e;
+        }
+        return io_error(m_dir + f.substr(m_staging.size()), e.tensor(), e.reason() + " (while writing it in " + m_staging + ", now removed)");
     }
 
     inline checkpoint_writer::~checkpoint_writer()
@@ -379,10 +407,11 @@ namespace xmerge::io
         const fs::path dest = fs::path(m_staging) / name;
         std::error_code ec;
         fs::create_directories(dest.parent_path(), ec);
+        detail::require_regular_file(source);
         fs::copy_file(source, dest, fs::copy_options::overwrite_existing, ec);
         if (ec)
         {
-            throw io_error(source, "", "cannot copy into the checkpoint: " + ec.message());
+            throw io_error(source, "", "cannot copy into the checkpoint as " + (fs::path(m_dir) / name).string() + ": " + ec.message());
         }
         m_total_bytes += static_cast<std::size_t>(fs::file_size(dest, ec));
     }
@@ -397,12 +426,13 @@ namespace xmerge::io
         const fs::path dest = fs::path(m_staging) / name;
         std::error_code ec;
         fs::create_directories(dest.parent_path(), ec);
-        std::ofstream out(dest, std::ios::binary | std::ios::trunc);
-        out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
-        out.flush();
-        if (!out)
+        try
         {
-            throw io_error(dest.string(), "", "cannot write");
+            detail::write_whole_file(dest.string(), contents.data(), contents.size());
+        }
+        catch (const io_error& e)
+        {
+            throw outside_staging(e);
         }
         m_total_bytes += contents.size();
     }
@@ -414,9 +444,16 @@ namespace xmerge::io
         {
             throw io_error(m_dir, "", "committed twice");
         }
-        for (auto& s : m_shards)
+        try
         {
-            s->commit();
+            for (auto& s : m_shards)
+            {
+                s->commit();
+            }
+        }
+        catch (const io_error& e)
+        {
+            throw outside_staging(e);
         }
         if (m_shards.size() > 1)
         {

@@ -16,6 +16,7 @@
 
 #include "../core/dtype.hpp"
 #include "../core/error.hpp"
+#include "mapped_file.hpp"
 
 /**
  * @file
@@ -69,6 +70,7 @@ namespace xmerge::io
 
     inline model_config model_config::open(const std::string& path)
     {
+        detail::require_regular_file(path);
         std::ifstream in(path, std::ios::binary);
         if (!in)
         {

@@ -25,6 +25,8 @@ namespace xmerge::io
     {
         /// "<pid>-<n>": a name part no other writer of this machine is using now.
         inline std::string unique_suffix();
+        /// Creates or truncates `path` and writes `n` bytes; io_error with the system's reason on failure.
+        inline void write_whole_file(const std::string& path, const void* data, std::size_t n);
     }
 
     /**
@@ -85,6 +87,27 @@ namespace xmerge::io
             const long pid = 0;
 #endif
             return std::to_string(pid) + "-" + std::to_string(counter.fetch_add(1));
+        }
+    }
+
+    namespace detail
+    {
+        inline void write_whole_file(const std::string& path, const void* data, std::size_t n)
+        {
+            std::FILE* f = std::fopen(path.c_str(), "wb");
+            if (f == nullptr)
+            {
+                throw io_error(path, "", std::string("cannot create: ") + std::strerror(errno));
+            }
+            const bool written = n == 0 || std::fwrite(data, 1, n, f) == n;
+            const int e = errno;
+            const bool flushed = std::fflush(f) == 0;
+            const int fe = errno;
+            const bool closed = std::fclose(f) == 0;
+            if (!written || !flushed || !closed)
+            {
+                throw io_error(path, "", std::string("cannot write: ") + std::strerror(!written ? e : !flushed ? fe : errno));
+            }
         }
     }
 
@@ -207,11 +230,7 @@ namespace xmerge::io
         m_fd = -1;
 #else
         (void)sync;
-        std::ofstream out(m_path, std::ios::binary | std::ios::trunc);
-        if (!out || !out.write(reinterpret_cast<const char*>(m_buffer.data()), static_cast<std::streamsize>(m_buffer.size())) || !out.flush())
-        {
-            throw io_error(m_path, "", "cannot write");
-        }
+        detail::write_whole_file(m_path, m_buffer.data(), m_buffer.size());
         m_buffer.clear();
         m_data = nullptr;
 #endif

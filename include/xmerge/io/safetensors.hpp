@@ -15,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -121,6 +122,15 @@ namespace xmerge::io
         /// Lets the kernel drop the tensor's pages from this process (they stay in the page cache).
         void release(const std::string& name) const noexcept;
 
+        /**
+         * Throws io_error, naming the file and the tensor, if a read found the
+         * file shorter than when it was opened (the bytes read were not the
+         * file's); with `identity`, also if the file on disk is no longer the
+         * one opened (replaced, resized or modified). Reading a changed file
+         * never crashes; this says whether what was read can be trusted.
+         */
+        void check_unchanged(bool identity = true) const;
+
         const mapped_file& file() const noexcept { return m_file; }
         /// Offset of the data section in the file.
         std::size_t data_offset() const noexcept { return m_header.data_offset; }
@@ -178,7 +188,7 @@ namespace xmerge::io
             return true;
         }
 
-        inline bool as_size(const nlohmann::ordered_json& j, std::size_t& out) noexcept
+        inline bool as_size(const nlohmann::json& j, std::size_t& out) noexcept
         {
             if (j.is_number_unsigned())
             {
@@ -208,7 +218,7 @@ namespace xmerge::io
             throw io_error(origin, tensor, reason);
         }
 
-        inline tensor_info parse_entry(const std::string& origin, const std::string& name, const nlohmann::ordered_json& value, std::size_t data_size)
+        inline tensor_info parse_entry(const std::string& origin, const std::string& name, const nlohmann::json& value, std::size_t data_size)
         {
             if (!value.is_object())
             {
@@ -361,25 +371,94 @@ namespace xmerge::io
         h.data_offset = 8 + static_cast<std::size_t>(header_size);
         h.data_size = size - h.data_offset;
 
-        nlohmann::ordered_json header;
+        const char* text = reinterpret_cast<const char*>(bytes + 8);
+        // As the reference implementation: the header is a JSON object from its first byte (no byte order
+        // mark, no leading space), and padding is spaces, never NUL bytes.
+        if (header_size >= 3 && std::memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+        {
+            header_fail(origin, "", "header starts with a UTF-8 byte order mark; it must start with '{'");
+        }
+        if (header_size > 0 && (text[0] == ' ' || text[0] == '\t' || text[0] == '\n' || text[0] == '\r'))
+        {
+            header_fail(origin, "", "header starts with whitespace; it must start with '{'");
+        }
+        if (std::memchr(text, 0, static_cast<std::size_t>(header_size)) != nullptr)
+        {
+            header_fail(origin, "", "header holds a NUL byte (only spaces may pad it)");
+        }
+
+        // Each top-level entry is checked as soon as it is parsed and then dropped from the document,
+        // so time and memory stay linear in the number of tensors.
+        using json = nlohmann::json;
+        json header;
         std::string duplicate;
+        std::unique_ptr<io_error> entry_error;  // reported after syntax errors, as a whole-document check would
+        std::unordered_set<std::string> keys;
+        std::string key;
+        auto take = [&](const json& value)
+        {
+            if (entry_error)
+            {
+                return;
+            }
+            try
+            {
+                if (key == "__metadata__")
+                {
+                    if (!value.is_object())
+                    {
+                        header_fail(origin, "", "__metadata__ is not an object of strings");
+                    }
+                    for (auto m = value.begin(); m != value.end(); ++m)
+                    {
+                        if (!m.value().is_string())
+                        {
+                            header_fail(origin, "", "__metadata__ entry '" + m.key() + "' is not a string");
+                        }
+                        h.metadata[m.key()] = m.value().get<std::string>();
+                    }
+                    return;
+                }
+                if (key.empty())
+                {
+                    header_fail(origin, "", "a tensor has an empty name");
+                }
+                h.tensors.push_back(detail::parse_entry(origin, key, value, h.data_size));
+            }
+            catch (const io_error& e)
+            {
+                entry_error = std::make_unique<io_error>(e);
+            }
+        };
         try
         {
-            // The JSON object keeps one of two equal keys: spot repeats while parsing.
-            std::unordered_map<std::string, int> keys;
-            auto watch = [&](int depth, nlohmann::ordered_json::parse_event_t event, nlohmann::ordered_json& parsed)
+            auto visit = [&](int depth, json::parse_event_t event, json& parsed)
             {
-                if (depth == 1 && event == nlohmann::ordered_json::parse_event_t::key && parsed.is_string() && !keys.emplace(parsed.get<std::string>(), 0).second
-                    && duplicate.empty())
+                if (depth != 1)
                 {
-                    duplicate = parsed.get<std::string>();
+                    return true;
                 }
-                return true;
+                switch (event)
+                {
+                    case json::parse_event_t::key:
+                        key = parsed.get<std::string>();
+                        if (!keys.insert(key).second && duplicate.empty())
+                        {
+                            duplicate = key;
+                        }
+                        return true;
+                    case json::parse_event_t::object_end:
+                    case json::parse_event_t::array_end:
+                    case json::parse_event_t::value:
+                        take(parsed);
+                        return false;
+                    default:
+                        return true;
+                }
             };
-            const char* text = reinterpret_cast<const char*>(bytes + 8);
-            header = nlohmann::ordered_json::parse(text, text + header_size, watch);
+            header = json::parse(text, text + header_size, visit);
         }
-        catch (const nlohmann::json::exception& e)
+        catch (const json::exception& e)
         {
             header_fail(origin, "", std::string("header is not valid JSON: ") + e.what());
         }
@@ -391,32 +470,9 @@ namespace xmerge::io
         {
             header_fail(origin, duplicate, "appears twice in the header");
         }
-
-        for (auto it = header.begin(); it != header.end(); ++it)
+        if (entry_error)
         {
-            const std::string& name = it.key();
-            const auto& value = it.value();
-            if (name == "__metadata__")
-            {
-                if (!value.is_object())
-                {
-                    header_fail(origin, "", "__metadata__ is not an object of strings");
-                }
-                for (auto m = value.begin(); m != value.end(); ++m)
-                {
-                    if (!m.value().is_string())
-                    {
-                        header_fail(origin, "", "__metadata__ entry '" + m.key() + "' is not a string");
-                    }
-                    h.metadata[m.key()] = m.value().get<std::string>();
-                }
-                continue;
-            }
-            if (name.empty())
-            {
-                header_fail(origin, "", "a tensor has an empty name");
-            }
-            h.tensors.push_back(detail::parse_entry(origin, name, value, h.data_size));
+            throw *entry_error;
         }
 
         std::stable_sort(h.tensors.begin(), h.tensors.end(), [](const tensor_info& a, const tensor_info& b) { return a.begin < b.begin; });
@@ -492,6 +548,35 @@ namespace xmerge::io
     inline const std::uint8_t* safetensors_file::raw(const std::string& name) const
     {
         return m_data + info(name).begin;
+    }
+
+    inline void safetensors_file::check_unchanged(bool identity) const
+    {
+        const long long fault = m_file.fault_offset();
+        if (fault >= 0)
+        {
+            // The tensor whose bytes hold the faulting offset.
+            std::string tensor;
+            const auto at = static_cast<std::size_t>(fault);
+            for (const auto& t : m_header.tensors)
+            {
+                if (at >= m_header.data_offset + t.begin && at < m_header.data_offset + t.end)
+                {
+                    tensor = t.name;
+                    break;
+                }
+            }
+            fail(tensor, "the file shrank while it was being read (truncated or rewritten by another program); byte " + std::to_string(at)
+                             + " of the " + std::to_string(m_file.size()) + " it had when opened was gone; nothing was written");
+        }
+        if (identity)
+        {
+            const std::string why = m_file.changed();
+            if (!why.empty())
+            {
+                fail("", why + " while it was being read; a result mixing two versions of it is refused, nothing was written");
+            }
+        }
     }
 
     inline void safetensors_file::release(const std::string& name) const noexcept

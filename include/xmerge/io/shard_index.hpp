@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
+#include "mapped_file.hpp"
 
 /**
  * @file
@@ -120,6 +121,7 @@ namespace xmerge::io
 
     inline shard_index read_shard_index(const std::string& path)
     {
+        detail::require_regular_file(path);
         std::ifstream in(path, std::ios::binary);
         if (!in)
         {
@@ -230,6 +232,7 @@ namespace xmerge::io
         }
         if (!fs::is_directory(st))
         {
+            detail::require_regular_file(path);  // says what it is instead: a FIFO, a device, a socket
             throw io_error(path, "", "neither a file nor a directory");
         }
         const fs::path dir(path);

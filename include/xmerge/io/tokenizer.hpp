@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../core/error.hpp"
+#include "mapped_file.hpp"
 
 /**
  * @file
@@ -92,6 +93,7 @@ namespace xmerge::io
     {
         inline std::string read_text(const std::string& path)
         {
+            detail::require_regular_file(path);
             std::ifstream in(path, std::ios::binary);
             if (!in)
             {

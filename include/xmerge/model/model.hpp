@@ -99,6 +99,9 @@ namespace xmerge
         /// Lets the kernel drop a tensor's file pages from this process (no-op for memory).
         void release(const model_tensor& t) const noexcept;
 
+        /// Throws io_error if one of its files shrank while read or changed since opened (io::safetensors_file::check_unchanged).
+        void check_unchanged() const;
+
     private:
         void insert(model_tensor t);
 
@@ -249,6 +252,14 @@ namespace xmerge
             out.push_back(f->path());
         }
         return out;
+    }
+
+    inline void model::check_unchanged() const
+    {
+        for (const auto& f : m_files)
+        {
+            f->check_unchanged();
+        }
     }
 
     inline void model::release(const model_tensor& t) const noexcept

@@ -132,6 +132,40 @@ namespace xmerge
             return n;
         }
 
+        // A read that found an input file shorter than when opened fails the tensor, naming file and tensor.
+        inline void check_inputs_read(const planned_tensor& t)
+        {
+            xmerge::for_each_input(t,
+                                   [](const model_tensor& x)
+                                   {
+                                       if (x.file)
+                                       {
+                                           x.file->check_unchanged(false);
+                                       }
+                                   });
+        }
+
+        // Before publishing: every input file is still the one opened, so the output comes from one version of each.
+        inline void check_inputs_unchanged(const merge_plan& plan)
+        {
+            std::set<const io::safetensors_file*> files;
+            for (const auto& t : plan.tensors)
+            {
+                xmerge::for_each_input(t,
+                                       [&](const model_tensor& x)
+                                       {
+                                           if (x.file)
+                                           {
+                                               files.insert(x.file);
+                                           }
+                                       });
+            }
+            for (const io::safetensors_file* f : files)
+            {
+                f->check_unchanged();
+            }
+        }
+
         inline void release_inputs(const planned_tensor& t)
         {
             xmerge::for_each_input(t,
@@ -209,6 +243,7 @@ namespace xmerge
                         }
                     }
                     progress.bytes_read += input_bytes(t);
+                    check_inputs_read(t);
                     release_inputs(t);
                 }
                 ++progress.done;
@@ -287,6 +322,7 @@ namespace xmerge
                 evaluate(merged, writer.tensor(t.name), eval);
                 ++summary.merged;
             }
+            detail::check_inputs_read(t);
             writer.finish(t.name);
             detail::release_inputs(t);
             progress.bytes_read += detail::input_bytes(t);
@@ -306,6 +342,7 @@ namespace xmerge
         {
             writer.add_file_contents(name, contents);
         }
+        detail::check_inputs_unchanged(plan);
         writer.commit();
 
         summary.tensors = plan.tensors.size();
