@@ -35,6 +35,14 @@ namespace
         w.finish("w");
     }
 
+    // A whole checkpoint of one tensor, committed.
+    void publish(const std::string& dir, float value, const xmerge::io::checkpoint_options& o)
+    {
+        xmerge::io::checkpoint_writer w(dir, one_tensor(), o);
+        fill(w, value);
+        w.commit();
+    }
+
     float first_value(const std::string& dir)
     {
         const auto m = xmerge::model::open(dir);
@@ -95,11 +103,7 @@ TEST_CASE("checkpoint_writer: overwrite exchanges the directories in one step", 
     scratch_dir dir;
     xmerge::io::checkpoint_options o;
     o.overwrite = true;
-    {
-        xmerge::io::checkpoint_writer w(dir / "out", one_tensor(), o);
-        fill(w, 1.0f);
-        w.commit();
-    }
+    publish(dir / "out", 1.0f, o);
     std::vector<std::string> seen;
     o.on_commit_step = [&](const char* step)
     {
@@ -110,9 +114,7 @@ TEST_CASE("checkpoint_writer: overwrite exchanges the directories in one step", 
             CHECK(first_value(dir / "out") == 2.0f);
         }
     };
-    xmerge::io::checkpoint_writer w(dir / "out", one_tensor(), o);
-    fill(w, 2.0f);
-    w.commit();
+    publish(dir / "out", 2.0f, o);
     CHECK(seen == std::vector<std::string>{"staged", "in-place"});
     CHECK(first_value(dir / "out") == 2.0f);
     CHECK(dir.entries() == std::vector<std::string>{"out"});
@@ -123,11 +125,7 @@ TEST_CASE("checkpoint_writer: a failure between the fallback's two renames is re
     scratch_dir dir;
     xmerge::io::checkpoint_options o;
     o.overwrite = true;
-    {
-        xmerge::io::checkpoint_writer w(dir / "out", one_tensor(), o);
-        fill(w, 1.0f);
-        w.commit();
-    }
+    publish(dir / "out", 1.0f, o);
     o.no_exchange = true;
     o.on_commit_step = [&](const char* step)
     {
@@ -159,9 +157,7 @@ TEST_CASE("checkpoint_writer: a failure between the fallback's two renames is re
 
     // The fallback without a failure replaces the directory and leaves nothing aside.
     o.on_commit_step = nullptr;
-    xmerge::io::checkpoint_writer w(dir / "out", one_tensor(), o);
-    fill(w, 3.0f);
-    w.commit();
+    publish(dir / "out", 3.0f, o);
     CHECK(first_value(dir / "out") == 3.0f);
     CHECK(dir.entries() == std::vector<std::string>{"out"});
 }

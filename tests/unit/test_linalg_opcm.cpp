@@ -92,6 +92,31 @@ void operator delete[](void* p, std::size_t) noexcept
 {
     ::operator delete(p);
 }
+// The nothrow forms too: left to the runtime (AddressSanitizer's), they would hand
+// blocks without the header to the operator delete above.
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept
+{
+    try
+    {
+        return ::operator new(n);
+    }
+    catch (...)
+    {
+        return nullptr;
+    }
+}
+void* operator new[](std::size_t n, const std::nothrow_t& tag) noexcept
+{
+    return ::operator new(n, tag);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept
+{
+    ::operator delete(p);
+}
+void operator delete[](void* p, const std::nothrow_t&) noexcept
+{
+    ::operator delete(p);
+}
 
 using namespace xmerge;
 

@@ -43,7 +43,10 @@ namespace xmerge_test
             switch (type)
             {
                 case dtype::float32:
-                    std::memcpy(m_bytes.data(), values.data(), m_bytes.size());
+                    if (!values.empty())
+                    {
+                        std::memcpy(m_bytes.data(), values.data(), m_bytes.size());
+                    }
                     break;
                 case dtype::bfloat16:
                     xmerge::simd::scalar::narrow(values.data(), reinterpret_cast<xmerge::bfloat16*>(m_bytes.data()), m_size);

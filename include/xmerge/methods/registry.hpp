@@ -273,7 +273,8 @@ namespace xmerge
         complete.set_tensor_name(inputs.tensor);
         for (const auto& [name, value] : given.values())
         {
-            const bool known = std::any_of(info.parameters.begin(), info.parameters.end(), [&](const parameter_spec& s) { return s.name == name; });
+            const std::string& wanted = name;  // C++17 lambdas cannot capture a structured binding
+            const bool known = std::any_of(info.parameters.begin(), info.parameters.end(), [&](const parameter_spec& s) { return s.name == wanted; });
             if (!known)
             {
                 std::string accepted;

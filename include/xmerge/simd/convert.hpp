@@ -391,7 +391,10 @@ namespace xmerge::simd
         switch (type)
         {
             case dtype::float32:
-                std::memcpy(dst, static_cast<const float*>(src) + offset, n * sizeof(float));
+                if (n != 0)  // src may be null for an empty tensor
+                {
+                    std::memcpy(dst, static_cast<const float*>(src) + offset, n * sizeof(float));
+                }
                 break;
             case dtype::bfloat16:
                 widen(static_cast<const bfloat16*>(src) + offset, dst, n);
@@ -407,7 +410,7 @@ namespace xmerge::simd
         switch (type)
         {
             case dtype::float32:
-                if (static_cast<float*>(dst) + offset != src)
+                if (n != 0 && static_cast<float*>(dst) + offset != src)
                 {
                     std::memcpy(static_cast<float*>(dst) + offset, src, n * sizeof(float));
                 }
