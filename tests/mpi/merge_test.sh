@@ -10,6 +10,10 @@ scratch=$3
 mpiexec=$4
 shift 4
 flags=("$@")
+# Open MPI passes environment variables on when named with -x (MPICH passes them all).
+if "$mpiexec" --version 2>/dev/null | grep -q "Open MPI"; then
+    flags+=(-x XMERGE_MPI_FAIL_RANK)
+fi
 rm -rf "$scratch" && mkdir -p "$scratch" && cd "$scratch" || exit 1
 passed=0
 failed=0
@@ -20,7 +24,7 @@ fail() { failed=$((failed + 1)); echo "FAIL $1"; }
 mpi() {
     local n=$1
     shift
-    XMERGE_MPI_FAIL_RANK=${XMERGE_MPI_FAIL_RANK:-} "$mpiexec" -n "$n" "${flags[@]}" -x XMERGE_MPI_FAIL_RANK "$xmerge_mpi" "$@"
+    XMERGE_MPI_FAIL_RANK=${XMERGE_MPI_FAIL_RANK:-} "$mpiexec" -n "$n" "${flags[@]}" "$xmerge_mpi" "$@"
 }
 no_leftovers() { ! find . -name '.*partial-*' | grep -q .; }
 

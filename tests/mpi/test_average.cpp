@@ -69,6 +69,10 @@ TEST_CASE("mpi::average over float32: the weighted mean of every rank's tensors,
             CHECK(summary.elements == elements);
             CHECK(summary.collectives == (elements + bucket - 1) / bucket);
             CHECK(same_on_all_ranks(mine));
+            // A reduce-scatter and an allgather each send (N - 1) / N of the buffer from every rank.
+            unsigned long long sent = summary.bytes_sent;
+            MPI_Allreduce(MPI_IN_PLACE, &sent, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+            CHECK(sent == 8ull * static_cast<unsigned long long>(ranks() - 1) * elements);
         }
     }
 }
@@ -122,6 +126,9 @@ TEST_CASE("mpi::average over bfloat16: float32 sums in rank order of bfloat16 va
             CHECK(bad == 0);
             CHECK(summary.collectives == 2 * ((elements + bucket - 1) / bucket));
             CHECK(same_on_all_ranks(mine));
+            unsigned long long sent = summary.bytes_sent;
+            MPI_Allreduce(MPI_IN_PLACE, &sent, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+            CHECK(sent == 4ull * static_cast<unsigned long long>(ranks() - 1) * elements);
         }
     }
 }

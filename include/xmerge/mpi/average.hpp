@@ -58,6 +58,14 @@ namespace xmerge::mpi
         std::size_t collectives = 0;
         /// Bytes of tensor data this rank handed to the collectives as input.
         std::uint64_t bytes_in = 0;
+        /**
+         * Bytes this rank sends to the other ranks. Exact for the bfloat16
+         * wire (its messages are fixed: 4 (N - 1) / N bytes per element); for
+         * float32, what a bandwidth-optimal allreduce (reduce-scatter then
+         * allgather) sends, 8 (N - 1) / N bytes per element: the MPI library
+         * chooses its algorithm and may send more.
+         */
+        std::uint64_t bytes_sent = 0;
     };
 
     /**
@@ -171,6 +179,8 @@ namespace xmerge::mpi
         // The float32 wire: one in-place MPI_Allreduce per bucket.
         inline void average_float32(const flat_layout& layout, const std::vector<tensor_ref>& params, float c, MPI_Comm comm, average_summary& summary)
         {
+            const std::size_t me = static_cast<std::size_t>(comm_rank(comm));
+            const std::size_t ranks = static_cast<std::size_t>(comm_size(comm));
             std::vector<float> buffer;
             for (std::size_t b = 0; b < layout.buckets(); ++b)
             {
@@ -198,6 +208,7 @@ namespace xmerge::mpi
                 }
                 ++summary.collectives;
                 summary.bytes_in += r.size() * sizeof(float);
+                summary.bytes_sent += 2 * (r.size() - layout.part(b, me, ranks).size()) * sizeof(float);
             }
         }
 
@@ -251,6 +262,8 @@ namespace xmerge::mpi
                 unpack(layout, params, r, values.data());
                 summary.collectives += 2;
                 summary.bytes_in += (r.size() + own.size()) * sizeof(bfloat16);
+                // Every part but its own to its owner, then its own part to every other rank.
+                summary.bytes_sent += ((r.size() - own.size()) + (ranks - 1) * own.size()) * sizeof(bfloat16);
             }
         }
     }
