@@ -5,6 +5,7 @@
 #ifndef XMERGE_MPI_FAILURE_BARRIER_HPP
 #define XMERGE_MPI_FAILURE_BARRIER_HPP
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -43,7 +44,12 @@ namespace xmerge::mpi
 
         /// Records this rank's failure (the first message is kept) and notifies the other ranks.
         void fail(const std::string& message) noexcept;
-        /// True when this rank failed or another rank's notice has arrived; never blocks.
+        /**
+         * True when this rank failed or another rank's notice has arrived;
+         * never blocks. Asks MPI at most once a millisecond: a probe runs
+         * MPI's progress engine, which costs tens of microseconds, too much
+         * to pay per small tensor.
+         */
         bool failed();
         /// Collective: returns when no rank failed in this phase, else throws mpi::error on every rank.
         void settle();
@@ -60,6 +66,7 @@ namespace xmerge::mpi
         int m_ranks = 1;
         bool m_failed_here = false;
         bool m_notified = false;
+        std::chrono::steady_clock::time_point m_last_probe{};
         std::string m_message;
         std::vector<MPI_Request> m_requests;
     };
@@ -118,6 +125,12 @@ namespace xmerge::mpi
         {
             return true;
         }
+        const auto now = std::chrono::steady_clock::now();
+        if (now - m_last_probe < std::chrono::milliseconds(1))
+        {
+            return false;
+        }
+        m_last_probe = now;
         int flag = 0;
         check(MPI_Iprobe(MPI_ANY_SOURCE, notice_tag, m_comm, &flag, MPI_STATUS_IGNORE), "MPI_Iprobe");
         m_notified = flag != 0;
