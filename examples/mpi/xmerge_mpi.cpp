@@ -15,6 +15,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -41,19 +42,6 @@ namespace
         std::signal(sig, SIG_DFL);
     }
 
-    xmerge::tensor_rule parse_rule(const std::string& s, const char* option)
-    {
-        if (s == "error")
-        {
-            return xmerge::tensor_rule::error;
-        }
-        if (s == "copy-base" || s == "copy_base")
-        {
-            return xmerge::tensor_rule::copy_base;
-        }
-        throw xmerge::parameter_error("", option, "must be 'error' or 'copy-base', got '" + s + "'");
-    }
-
     // Threads per rank by default: this node's hardware threads shared by the ranks placed on it.
     std::size_t default_threads()
     {
@@ -68,7 +56,8 @@ namespace
 
     struct arguments
     {
-        std::string recipe, out_dir, shard_size = "5GB", out_dtype, on_missing = "error", on_mismatch = "error";
+        std::string recipe, out_dir, shard_size = "5GB", out_dtype;
+        xmerge::tensor_rule on_missing = xmerge::tensor_rule::error, on_mismatch = xmerge::tensor_rule::error;
         std::size_t threads = 0;
         std::uint64_t seed = 0;
         bool strict = false, overwrite = false, sync = false, no_copy_files = false, quiet = false;
@@ -81,8 +70,8 @@ namespace
         o.merge.threads = a.threads != 0 ? a.threads : default_threads();
         o.merge.seed = a.seed;
         o.merge.strict = a.strict;
-        o.merge.on_missing = parse_rule(a.on_missing, "--on-missing");
-        o.merge.on_mismatch = parse_rule(a.on_mismatch, "--on-mismatch");
+        o.merge.on_missing = a.on_missing;
+        o.merge.on_mismatch = a.on_mismatch;
         o.merge.output.max_shard_bytes = xmerge_cli::parse_size(a.shard_size);
         o.merge.output.overwrite = a.overwrite;
         o.merge.output.sync = a.sync;
@@ -173,8 +162,10 @@ int main(int argc, char** argv)
     app.add_option("--shard-size", a.shard_size, "largest output shard, e.g. 5GB; shards are the unit of work of a rank")->capture_default_str();
     app.add_option("--out-dtype", a.out_dtype, "dtype of merged tensors: float32, bfloat16, float16");
     app.add_option("--seed", a.seed, "seed of random methods")->capture_default_str();
-    app.add_option("--on-missing", a.on_missing, "a tensor some model lacks: error or copy-base")->capture_default_str();
-    app.add_option("--on-mismatch", a.on_mismatch, "a tensor of another shape or dtype kind: error or copy-base")->capture_default_str();
+    const std::map<std::string, xmerge::tensor_rule> rules{{"error", xmerge::tensor_rule::error}, {"copy-base", xmerge::tensor_rule::copy_base},
+                                                           {"copy_base", xmerge::tensor_rule::copy_base}};
+    app.add_option("--on-missing", a.on_missing, "a tensor some model lacks: error or copy-base")->transform(CLI::CheckedTransformer(rules));
+    app.add_option("--on-mismatch", a.on_mismatch, "a tensor of another shape or dtype kind: error or copy-base")->transform(CLI::CheckedTransformer(rules));
     app.add_flag("--strict", a.strict, "refuse parameters the method does not use");
     app.add_flag("--overwrite", a.overwrite, "replace a non-empty OUT_DIR once the merge is complete");
     app.add_flag("--fsync", a.sync, "flush the output to the device before finishing");

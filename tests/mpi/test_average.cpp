@@ -24,6 +24,27 @@ namespace
         }
         return w;
     }
+
+    // Every rank's inputs at `step`, as each rank made them.
+    std::vector<param_set> every_rank(int step)
+    {
+        std::vector<param_set> all;
+        for (int r = 0; r < ranks(); ++r)
+        {
+            all.push_back(make_params(r, step));
+        }
+        return all;
+    }
+
+    double sum_of(const std::vector<double>& w)
+    {
+        double total = 0.0;
+        for (double x : w)
+        {
+            total += x;
+        }
+        return total;
+    }
 }
 
 TEST_CASE("mpi::average over float32: the weighted mean of every rank's tensors, on every rank", "[mpi][average]")
@@ -41,13 +62,8 @@ TEST_CASE("mpi::average over float32: the weighted mean of every rank's tensors,
             o.weight = w[static_cast<std::size_t>(rank())];
             const auto summary = xmerge::mpi::average(mine.refs(), MPI_COMM_WORLD, o);
 
-            std::vector<param_set> all;
-            double total = 0.0;
-            for (int r = 0; r < ranks(); ++r)
-            {
-                all.push_back(make_params(r, 0));
-                total += w[static_cast<std::size_t>(r)];
-            }
+            const std::vector<param_set> all = every_rank(0);
+            const double total = sum_of(w);
             std::size_t elements = 0, bad = 0;
             for (std::size_t k = 0; k < mine.types.size(); ++k)
             {
@@ -93,13 +109,8 @@ TEST_CASE("mpi::average over bfloat16: float32 sums in rank order of bfloat16 va
             o.wire = xmerge::mpi::wire_format::bfloat16;
             const auto summary = xmerge::mpi::average(mine.refs(), MPI_COMM_WORLD, o);
 
-            std::vector<param_set> all;
-            double total = 0.0;
-            for (int r = 0; r < ranks(); ++r)
-            {
-                all.push_back(make_params(r, 1));
-                total += w[static_cast<std::size_t>(r)];
-            }
+            const std::vector<param_set> all = every_rank(1);
+            const double total = sum_of(w);
             std::size_t bad = 0, elements = 0;
             for (std::size_t k = 0; k < mine.types.size(); ++k)
             {
