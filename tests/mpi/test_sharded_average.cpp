@@ -190,4 +190,19 @@ TEST_CASE("sharded averagers check shapes and agreement", "[mpi][sharded]")
         }
         CHECK_THROWS_AS(xmerge::mpi::sharded_swa(mine, MPI_COMM_WORLD), xmerge::parameter_error);
     }
+    // Collective calls refuse on every rank what one rank got wrong, instead of leaving the others waiting.
+    xmerge::mpi::sharded_options mean;
+    mean.source = xmerge::mpi::average_source::rank_mean;
+    xmerge::mpi::sharded_ema ema(x.crefs(), 0.5, MPI_COMM_WORLD, mean);
+    const bool last = rank() == ranks() - 1;
+    CHECK_THROWS_AS(ema.update(last ? other.crefs() : x.crefs()), xmerge::merge_error);
+    param_set out = make_params(0, 0);
+    if (last)
+    {
+        out.shapes[4] = {40, 25};
+    }
+    CHECK_THROWS_AS(ema.gather(out.refs()), xmerge::merge_error);
+    out = make_params(0, 0);
+    ema.gather(out.refs());  // still usable
+    CHECK(ema.steps() == 0);
 }

@@ -6,6 +6,7 @@
 #define XMERGE_MPI_SHARDED_AVERAGE_HPP
 
 #include <cstddef>
+#include <exception>
 #include <string>
 #include <utility>
 #include <vector>
@@ -63,10 +64,14 @@ namespace xmerge::mpi
         /// Collective. Shapes come from `params`; the state starts at zero. Throws parameter_error on every rank when ranks disagree on the set.
         sharded_average(const std::vector<const_tensor_ref>& params, MPI_Comm comm, sharded_options options = {});
 
-        /// state <- (1 - t) * state + t * x for this rank's elements; t = 1 copies. Collective with average_source::rank_mean.
+        /**
+         * state <- (1 - t) * state + t * x for this rank's elements; t = 1
+         * copies. Collective with average_source::rank_mean (then a shape
+         * mismatch on any rank throws on every rank).
+         */
         void blend(const std::vector<const_tensor_ref>& params, double t);
 
-        /// Collective: writes the whole averaged copy into `out` (any of the three dtypes, the set's shapes) on every rank.
+        /// Collective: writes the whole averaged copy into `out` (any of the three dtypes, the set's shapes) on every rank; a shape mismatch on any rank throws on every rank.
         void gather(const std::vector<tensor_ref>& out) const;
 
         /// This rank's part of the state, in bucket order.
@@ -87,6 +92,36 @@ namespace xmerge::mpi
 
     namespace detail
     {
+        /**
+         * Runs a check of this rank's arguments to a collective call and
+         * makes its outcome known to every rank (one MPI_Allreduce): a rank
+         * that threw alone would leave the others waiting in the collective.
+         * Rethrows here; the other ranks throw parameter_error.
+         */
+        template <class F>
+        void check_on_every_rank(MPI_Comm comm, const char* parameter, F&& local_check)
+        {
+            std::exception_ptr failure;
+            try
+            {
+                local_check();
+            }
+            catch (...)
+            {
+                failure = std::current_exception();
+            }
+            int bad = failure ? 1 : 0;
+            check(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm), "MPI_Allreduce");
+            if (failure)
+            {
+                std::rethrow_exception(failure);
+            }
+            if (bad != 0)
+            {
+                throw parameter_error("", parameter, "another rank passed tensors this collective call refused");
+            }
+        }
+
         /// Elements [offset, offset + n) of a tensor as a flat tensor of their own.
         template <class Ref>
         Ref flat_slice(const Ref& t, std::size_t offset, std::size_t n)
@@ -119,7 +154,14 @@ namespace xmerge::mpi
 
     inline void sharded_average::blend(const std::vector<const_tensor_ref>& params, double t)
     {
-        detail::check_same_shapes(m_layout, params, "params");
+        if (m_options.source == average_source::rank_mean)
+        {
+            detail::check_on_every_rank(m_comm, "params", [&] { detail::check_same_shapes(m_layout, params, "params"); });
+        }
+        else
+        {
+            detail::check_same_shapes(m_layout, params, "params");
+        }
         const float scale = 1.0f / static_cast<float>(m_ranks);
         std::vector<int> counts(m_ranks);
         std::size_t at = 0;
@@ -168,7 +210,7 @@ namespace xmerge::mpi
 
     inline void sharded_average::gather(const std::vector<tensor_ref>& out) const
     {
-        detail::check_same_shapes(m_layout, std::vector<const_tensor_ref>(out.begin(), out.end()), "out");
+        detail::check_on_every_rank(m_comm, "out", [&] { detail::check_same_shapes(m_layout, std::vector<const_tensor_ref>(out.begin(), out.end()), "out"); });
         std::vector<int> counts(m_ranks), displs(m_ranks);
         std::vector<float> whole;
         std::size_t at = 0;
