@@ -14,9 +14,6 @@
 
 #include "../core/error.hpp"
 #include "../core/evaluate.hpp"
-#include "../ops/input.hpp"
-#include "../ops/list.hpp"
-#include "../ops/weighted_sum.hpp"
 #include "power_ema.hpp"
 #include "tensor_copies.hpp"
 
@@ -312,27 +309,17 @@ namespace xmerge
             throw parameter_error("", "snapshots", "no snapshot was added");
         }
         const std::vector<double> x = posthoc_ema_coefficients(m_profiles, {sigma_rel, time < 0.0 ? latest_time() : time});
-        std::vector<const_tensor_ref> like(outs.begin(), outs.end());
-        detail::check_parameter_set(m_snapshots.front().refs(), like);
-        using term_list = expression_list<input_node>;
-        using sum_node = decltype(weighted_sum(std::declval<const term_list&>(), x));
-        std::vector<sum_node> sums;
-        sums.reserve(outs.size());
-        for (std::size_t t = 0; t < outs.size(); ++t)
+        std::vector<const tensor_copies*> sets;
+        std::vector<double> weights;
+        for (std::size_t i = 0; i < m_snapshots.size(); ++i)
         {
-            term_list terms;
-            std::vector<double> weights;
-            for (std::size_t i = 0; i < m_snapshots.size(); ++i)
+            if (x[i] != 0.0)
             {
-                if (x[i] != 0.0)
-                {
-                    terms.push_back(input_node(m_snapshots[i].refs()[t]));
-                    weights.push_back(x[i]);
-                }
+                sets.push_back(&m_snapshots[i]);
+                weights.push_back(x[i]);
             }
-            sums.push_back(weighted_sum(terms, weights));
         }
-        evaluate_all(sums, outs, m_options);
+        detail::combine(sets, weights, outs, m_options);
     }
 }
 

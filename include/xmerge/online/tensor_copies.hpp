@@ -14,6 +14,8 @@
 #include "../core/evaluate.hpp"
 #include "../core/tensor_ref.hpp"
 #include "../ops/input.hpp"
+#include "../ops/list.hpp"
+#include "../ops/weighted_sum.hpp"
 
 namespace xmerge
 {
@@ -50,6 +52,9 @@ namespace xmerge
         /// parameter_error unless `params` has `refs.size()` tensors of their shapes.
         template <class Ref>
         void check_parameter_set(const std::vector<Ref>& refs, const std::vector<const_tensor_ref>& params);
+        /// outs_t <- sum_s weights[s] sets[s]_t for every tensor t, in one evaluation.
+        inline void combine(const std::vector<const tensor_copies*>& sets, const std::vector<double>& weights, const std::vector<tensor_ref>& outs,
+                            const eval_options& options);
     }
 
     /********************
@@ -73,6 +78,26 @@ namespace xmerge
                                                                     + " but was " + to_string(refs[i].shape()) + " when the average was set up");
                 }
             }
+        }
+
+        inline void combine(const std::vector<const tensor_copies*>& sets, const std::vector<double>& weights, const std::vector<tensor_ref>& outs,
+                            const eval_options& options)
+        {
+            detail::check_parameter_set(sets.front()->refs(), std::vector<const_tensor_ref>(outs.begin(), outs.end()));
+            using term_list = expression_list<input_node>;
+            using sum_node = decltype(weighted_sum(std::declval<const term_list&>(), weights));
+            std::vector<sum_node> sums;
+            sums.reserve(outs.size());
+            for (std::size_t t = 0; t < outs.size(); ++t)
+            {
+                term_list terms;
+                for (const tensor_copies* s : sets)
+                {
+                    terms.push_back(input_node(s->refs()[t]));
+                }
+                sums.push_back(weighted_sum(terms, weights));
+            }
+            evaluate_all(sums, outs, options);
         }
     }
 
