@@ -18,14 +18,20 @@ namespace
 {
     const std::vector<std::size_t> sizes = {0, 1, 3, 17, 4099};
 
-    std::vector<std::vector<float>> iterate(std::size_t step)
+    // The iterate of a step, made once and kept.
+    const std::vector<std::vector<float>>& iterate(std::size_t step)
     {
-        std::vector<std::vector<float>> x;
-        for (std::size_t k = 0; k < sizes.size(); ++k)
+        static std::vector<std::vector<std::vector<float>>> made;
+        while (made.size() <= step)
         {
-            x.push_back(xmerge_test::random_floats(sizes[k], static_cast<std::uint32_t>(1000 * step + k)));
+            std::vector<std::vector<float>> x;
+            for (std::size_t k = 0; k < sizes.size(); ++k)
+            {
+                x.push_back(xmerge_test::random_floats(sizes[k], static_cast<std::uint32_t>(1000 * made.size() + k)));
+            }
+            made.push_back(std::move(x));
         }
-        return x;
+        return made[step];
     }
 
     std::vector<const_tensor_ref> crefs(const std::vector<std::vector<float>>& b)

@@ -139,7 +139,10 @@ namespace xmerge
                 throw parameter_error("", "averages", "profile " + std::to_string(k) + " has " + std::to_string(averages[k].size())
                                                           + " buffers, profile 0 has " + std::to_string(averages[0].size()));
             }
-            m_averages.emplace_back(std::move(averages[k]), options);
+        }
+        for (auto& set : averages)
+        {
+            m_averages.emplace_back(std::move(set), options);
         }
     }
 
