@@ -161,6 +161,14 @@ TEST_CASE("collapsing Mixtral experts averages each family and drops the routers
         CHECK(read_json(dir / "dense-bf16/config.json")["torch_dtype"] == "bfloat16");
     }
 
+    SECTION("a model opened from its file brings no companion files")
+    {
+        collapse_experts(model::open(dir / "moe/model.safetensors"), dir / "from-file", moe_layout::mixtral());
+        CHECK(std::filesystem::exists(dir / "from-file/model.safetensors"));
+        CHECK_FALSE(std::filesystem::exists(dir / "from-file/config.json"));
+        CHECK_FALSE(std::filesystem::exists(dir / "from-file/tokenizer.json"));
+    }
+
     SECTION("bad weights and layouts leave no output")
     {
         collapse_options options;

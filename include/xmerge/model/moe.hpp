@@ -169,9 +169,13 @@ namespace xmerge
         inline bool contains_any(const std::string& name, const std::vector<std::string>& fragments);
         /// The value of element i of a counter-based N(0, 1) stream.
         inline double counter_normal(std::uint64_t key, std::size_t i);
-        /// config.json of `directory` edited by `edit`, plus the other companion files, added to the writer.
+        /**
+         * config.json of the checkpoint directory `source` was opened from,
+         * edited by `edit`, and its other companion files, added to the
+         * writer; none for a model opened from a file or held in memory.
+         */
         template <class Edit>
-        void write_companions(const std::string& directory, io::checkpoint_writer& writer, const std::optional<dtype>& out_dtype, Edit edit);
+        void write_companions(const model& source, io::checkpoint_writer& writer, const std::optional<dtype>& out_dtype, Edit edit);
     }
 
     /********************
@@ -300,12 +304,13 @@ namespace xmerge
         }
 
         template <class Edit>
-        inline void write_companions(const std::string& directory, io::checkpoint_writer& writer, const std::optional<dtype>& out_dtype, Edit edit)
+        inline void write_companions(const model& source, io::checkpoint_writer& writer, const std::optional<dtype>& out_dtype, Edit edit)
         {
-            if (directory.empty())
+            if (source.directory().empty())
             {
                 return;
             }
+            const std::string& directory = source.name();
             for (const std::string& name : io::companion_files(directory))
             {
                 const std::string path = (std::filesystem::path(directory) / name).string();
@@ -504,7 +509,7 @@ namespace xmerge
                 moe.release(*t);
             }
         }
-        detail::write_companions(moe.directory(), writer, options.out_dtype, [&layout](nlohmann::ordered_json& j) {
+        detail::write_companions(moe, writer, options.out_dtype, [&layout](nlohmann::ordered_json& j) {
             for (const auto& [dense_key, sparse_key] : layout.sizes)
             {
                 if (j.contains(sparse_key))
@@ -630,7 +635,7 @@ namespace xmerge
             xmerge::evaluate(input(as_tensor(router, o.info.shape, o.info.name)), writer.tensor(o.info.name), eval);
             writer.finish(o.info.name);
         }
-        detail::write_companions(dense.directory(), writer, options.out_dtype, [&layout, &options](nlohmann::ordered_json& j) {
+        detail::write_companions(dense, writer, options.out_dtype, [&layout, &options](nlohmann::ordered_json& j) {
             for (const auto& [dense_key, sparse_key] : layout.sizes)
             {
                 if (j.contains(dense_key))
