@@ -64,15 +64,23 @@ namespace
         return z;
     }
 
-    float bf16_round(float v)
+    float stored(float v, dtype storage)
     {
-        return static_cast<float>(bfloat16(v));
+        switch (storage)
+        {
+        case dtype::bfloat16:
+            return static_cast<float>(bfloat16(v));
+        case dtype::float16:
+            return static_cast<float>(float16(v));
+        default:
+            return v;
+        }
     }
 }
 
 TEST_CASE("LAWA averages the last k snapshots taken every nu steps", "[online][lawa]")
 {
-    for (dtype storage : {dtype::float32, dtype::bfloat16})
+    for (dtype storage : {dtype::float32, dtype::bfloat16, dtype::float16})
     {
         for (std::size_t threads : {1u, 2u})
         {
@@ -106,7 +114,7 @@ TEST_CASE("LAWA averages the last k snapshots taken every nu steps", "[online][l
                         for (std::size_t j = taken.size() - m; j < taken.size(); ++j)
                         {
                             const float v = iterate(taken[j])[t][i];
-                            expect += storage == dtype::bfloat16 ? bf16_round(v) : v;
+                            expect += stored(v, storage);
                         }
                         REQUIRE(out[t][i] == Approx(expect / double(m)).margin(1e-6));
                     }
