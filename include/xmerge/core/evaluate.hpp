@@ -141,15 +141,15 @@ namespace xmerge
             if (expr.shape() != out.shape())
             {
                 throw shape_error(out.name().empty() ? expr.name() : out.name(), "out",
-                                  "output has shape " + to_string(out.shape()) + " but the expression has shape " + to_string(expr.shape()));
+                                  "output has shape " + xmerge::to_string(out.shape()) + " but the expression has shape " + xmerge::to_string(expr.shape()));
             }
             expr.for_each_input([&](const const_tensor_ref& in)
             {
-                if (!overlaps(in, out))
+                if (!xmerge::overlaps(in, out))
                 {
                     return;
                 }
-                if (same_memory(in, out) && in.type() == out.type() && in.size() == out.size())
+                if (xmerge::same_memory(in, out) && in.type() == out.type() && in.size() == out.size())
                 {
                     return;  // in place
                 }
@@ -314,7 +314,7 @@ namespace xmerge
         template <class Out>
         auto resize_for(Out& out, const shape_type& shape, long) -> decltype(out.resize(std::size_t{}), void())
         {
-            out.resize(numel(shape));
+            out.resize(xmerge::numel(shape));
         }
 
         template <class Out>
@@ -340,7 +340,7 @@ namespace xmerge
         const auto& shape = expr.derived().shape();
         detail::resize_for(out, shape, 0);
         tensor_ref r = xmerge::as_tensor(out);
-        if (r.shape() != shape && r.size() == numel(shape))
+        if (r.shape() != shape && r.size() == xmerge::numel(shape))
         {
             r = r.reshaped(shape);  // a flat std::vector receiving an n-d result
         }

@@ -70,7 +70,7 @@ namespace xmerge
             const float* materialize(std::size_t begin, std::size_t n, arena& a) const override
             {
                 float* buf = padded_buffer(n, a);
-                store_packets(n, buf, m_eval.bind(begin, n, a));
+                simd::store(n, buf, m_eval.bind(begin, n, a));
                 return buf;
             }
 
@@ -116,13 +116,14 @@ namespace xmerge
         };
     }
 
-    /// Any tensor expression, behind one type.
-    class any_expression : public tensor_expression<any_expression>
+    /// Any tensor expression, behind one type; used as `any_expression` (a class template only so that every node is one).
+    template <class Evaluator = detail::any_tensor_evaluator>
+    class basic_any_expression : public tensor_expression<basic_any_expression<Evaluator>>
     {
     public:
-        template <class E, class = std::enable_if_t<is_tensor_expression_v<E> && !std::is_same<std::decay_t<E>, any_expression>::value>>
-        any_expression(E&& e)
-            : m_node(std::make_shared<detail::any_node_impl<std::decay_t<E>, detail::any_tensor_evaluator, detail::tensor_evaluator_impl<std::decay_t<E>>>>(std::forward<E>(e)))
+        template <class E, class = std::enable_if_t<is_tensor_expression_v<E> && !std::is_same<std::decay_t<E>, basic_any_expression>::value>>
+        basic_any_expression(E&& e)
+            : m_node(std::make_shared<detail::any_node_impl<std::decay_t<E>, Evaluator, detail::tensor_evaluator_impl<std::decay_t<E>>>>(std::forward<E>(e)))
         {
         }
 
@@ -130,11 +131,13 @@ namespace xmerge
         std::string name() const { return m_node->name(); }
         template <class F>
         void for_each_input(F&& f) const { m_node->for_each_input(std::forward<F>(f)); }
-        const detail::any_node<detail::any_tensor_evaluator>& node() const noexcept { return *m_node; }
+        const detail::any_node<Evaluator>& node() const noexcept { return *m_node; }
 
     private:
-        std::shared_ptr<const detail::any_node<detail::any_tensor_evaluator>> m_node;
+        std::shared_ptr<const detail::any_node<Evaluator>> m_node;
     };
+
+    using any_expression = basic_any_expression<>;
 
     /// Any scalar expression, behind one type.
     class any_scalar : public scalar_expression<any_scalar>
