@@ -17,7 +17,8 @@ int main()
     s += xmerge::value_of(xmerge::dot(plus, times) + xmerge::norm_l1(times) + xmerge::norm_inf(plus) + xmerge::sum_squares(times));
     s += xmerge::value_of(xmerge::apply(std::negate<>{}, xmerge::total(times)));
 
-    const auto list = xmerge::transform(xmerge::inputs(std::vector<std::vector<float>>{x, y}), [&](const auto& m) { return xmerge::map(std::minus<>{}, m, b); });
+    const std::vector<std::vector<float>> models{x, y};
+    const auto list = xmerge::transform(xmerge::inputs(models), [&](const auto& m) { return xmerge::map(std::minus<>{}, m, b); });
     std::vector<float> out;
     xmerge::evaluate(xmerge::mean(list) * xmerge::norm(xmerge::sum(list)), out);
     xmerge::evaluate(xmerge::elected_sum(list, std::vector<double>{1.0, 1.0}) + xmerge::variance(list), out);

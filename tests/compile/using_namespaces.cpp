@@ -16,12 +16,15 @@ int main()
     expression_list<std::decay_t<decltype(input(2.0f * xa))>> lazy;
     lazy.push_back(input(2.0f * xa, "a"));
     lazy.push_back(input(2.0f * xb, "b"));
-    auto models = inputs(std::vector<xt::xarray<float>>{xa, xb});
+    const std::vector<xt::xarray<float>> arrays{xa, xb};
+    const std::vector<std::vector<float>> vectors{{1.0f}, {2.0f}};
+    auto models = inputs(arrays);
     const auto& const_models = models;
 
     std::vector<float> out;
     evaluate(mean(lazy) + sum(lazy) + variance(lazy), out);
-    evaluate(mean(models) + sum(const_models) + variance(models) + mean(inputs(std::vector<std::vector<float>>{{1.0f}, {2.0f}})), out);
+    evaluate(mean(models) + sum(const_models) + variance(models), out);
+    evaluate(mean(inputs(vectors)), out);
     double s = value_of(norm(lazy[0]) + norm(models[0] - models[1]) + count_nonzero(models[1]) + dot(lazy[0], lazy[1]));
     s += value_of(norm(mean(models)));
     // xtensor's own functions still work on xtensor expressions
