@@ -11,6 +11,7 @@
 
 #include <xmerge/kernels/gram.hpp>
 #include <xmerge/kernels/rank_band.hpp>
+#include <xmerge/kernels/rank_select.hpp>
 
 #include "test_support.hpp"
 
@@ -136,6 +137,42 @@ TEST_CASE("the band pass counts and collects what its scalar twin does", "[kerne
     }
 }
 
+TEST_CASE("the selection inside a band finds what a full sort finds", "[kernels][select]")
+{
+    const auto keys = awkward_keys(70001, 7);
+    const std::size_t task_size = 4096;
+    const kernels::rank_band open{{std::numeric_limits<std::int32_t>::max(), 0}, {-1, std::numeric_limits<std::uint64_t>::max()}};
+    std::vector<kernels::band_candidates> tasks((70001 + task_size - 1) / task_size);
+    for (std::size_t t = 0; t < tasks.size(); ++t)
+    {
+        const std::size_t begin = t * task_size;
+        std::size_t above = 0;
+        kernels::band_candidates* out[1] = {&tasks[t]};
+        kernels::band_pass(keys.data() + begin, std::min(task_size, 70001 - begin), begin, begin, &open, 1, &above, out);
+        REQUIRE(above == 0);
+    }
+    std::vector<const kernels::band_candidates*> lists;
+    for (const auto& t : tasks)
+    {
+        lists.push_back(&t);
+    }
+    for (std::size_t position : {std::size_t{0}, std::size_t{1}, std::size_t{17}, std::size_t{35000}, std::size_t{70000}})
+    {
+        const auto got = kernels::select_ranked(lists.data(), lists.size(), task_size, position);
+        const auto want = kernels::scalar::select_ranked(lists.data(), lists.size(), task_size, position);
+        INFO("position " << position);
+        CHECK(got.bits == want.bits);
+        CHECK(got.index == want.index);
+        // exactly `position` elements rank before it
+        std::size_t before = 0;
+        for (std::size_t i = 0; i < 70001; ++i)
+        {
+            before += kernels::ranks_before({simd::bits_of(keys[i]) & 0x7FFFFFFF, i}, got);
+        }
+        CHECK(before == position);
+    }
+}
+
 TEST_CASE("a sample records every element's rank", "[kernels][select]")
 {
     const auto keys = awkward_keys(100, 6);
@@ -234,5 +271,73 @@ TEST_CASE("dot, sum and maximum agree with their scalar twins", "[kernels][simd]
         CHECK(simd::dot<float>(n, a.data(), b.data()) == Approx(oracle).margin(margin));
         CHECK(simd::dot(n, a.data(), b.data()) == Approx(simd::sum(n, [](auto x, auto y) { return x * y; }, a.data(), b.data())).margin(margin));
         CHECK(simd::maximum(n, 0.0f, [](auto x) { return simd::abs(x); }, a.data()) == simd::maximum<float>(n, 0.0f, [](auto x) { return simd::abs(x); }, a.data()));
+    }
+}
+
+TEST_CASE("counter-based uniforms match their scalar twin, also across a 2^32 index boundary", "[kernels][random][simd]")
+{
+    const auto key = simd::make_random_key(11, 22, 33);
+    constexpr std::size_t w = simd::lanes;
+    for (std::uint64_t start : {std::uint64_t{0}, std::uint64_t{12345}, (std::uint64_t{1} << 32) - 7, (std::uint64_t{1} << 32) - 1, std::uint64_t{5} << 32})
+    {
+        alignas(64) float lanes_of[w];
+        simd::batch_traits<simd::batch>::store(lanes_of, simd::uniform<simd::batch>(key, start));
+        for (std::size_t l = 0; l < w; ++l)
+        {
+            INFO("index " << start + l);
+            REQUIRE(lanes_of[l] == simd::uniform<float>(key, start + l));
+            REQUIRE(lanes_of[l] >= 0.0f);
+            REQUIRE(lanes_of[l] < 1.0f);
+        }
+    }
+}
+
+TEST_CASE("the band pass over differences of inputs equals the one over the stored differences", "[kernels][select][dtype]")
+{
+    const std::size_t n = 2049;
+    for (dtype type : {dtype::float32, dtype::bfloat16, dtype::float16})
+    {
+        const xmerge_test::buffer x(type, awkward_keys(n + simd::lanes, 8));
+        const xmerge_test::buffer base(type, awkward_keys(n + simd::lanes, 9));
+        const auto xv = x.values();
+        const auto bv = base.values();
+        std::vector<float> keys(n + simd::lanes, 0.0f);
+        for (std::size_t i = 0; i < n; ++i)
+        {
+            keys[i] = xv[i] - bv[i];
+        }
+        std::vector<std::uint64_t> order;
+        for (std::size_t i = 0; i < n; ++i)
+        {
+            order.push_back(rank_of(keys, i));
+        }
+        std::sort(order.begin(), order.end(), std::greater<>());
+        const kernels::rank_band band{kernels::unpack_rank(order[300]), kernels::unpack_rank(order[900])};
+        kernels::band_candidates stored, fused, twin;
+        std::size_t above[3] = {0, 0, 0};
+        kernels::band_candidates* out[1] = {&stored};
+        kernels::band_pass(keys.data(), n, 0, 0, &band, 1, &above[0], out);
+        xmerge::detail::with_element_type(type,
+                                          [&](auto tag)
+                                          {
+                                              using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+                                              const T* xs = reinterpret_cast<const T*>(x.bytes().data());
+                                              const T* bs = reinterpret_cast<const T*>(base.bytes().data());
+                                              kernels::band_candidates* f[1] = {&fused};
+                                              kernels::band_pass_difference(xs, bs, n, 0, 0, &band, 1, &above[1], f);
+                                              kernels::band_candidates* s[1] = {&twin};
+                                              kernels::scalar::band_pass_difference(xs, bs, n, 0, 0, &band, 1, &above[2], s);
+                                          });
+        INFO(name_of(type));
+        REQUIRE(above[0] == above[1]);
+        REQUIRE(above[0] == above[2]);
+        REQUIRE(stored.size == fused.size);
+        REQUIRE(stored.size == twin.size);
+        for (std::size_t c = 0; c < stored.size; ++c)
+        {
+            REQUIRE(stored.offsets[c] == fused.offsets[c]);
+            REQUIRE(stored.bits[c] == fused.bits[c]);
+            REQUIRE(stored.bits[c] == twin.bits[c]);
+        }
     }
 }

@@ -117,7 +117,7 @@ namespace xmerge::detail
             // Long expressions keep few loads in flight; asking for memory ahead keeps the stream moving.
             prefetch_ahead(static_cast<const char*>(data) + i * size_of(type));
             // The branch is the same for every packet of a chunk, so it predicts perfectly.
-            return with_element_type(type, [&](auto tag) { return load_as_float<B>(static_cast<decltype(tag)>(data) + i); });
+            return with_element_type(type, [&](auto tag) XMERGE_LAMBDA_INLINE { return load_as_float<B>(static_cast<decltype(tag)>(data) + i); });
         }
     };
 

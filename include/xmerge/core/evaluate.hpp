@@ -176,12 +176,25 @@ namespace xmerge
             m_eval.collect(m_registry);
         }
 
+        // The chunk stored as `type`: the evaluator's own way when it has one (type erasure skips its buffer).
+        template <class Eval>
+        auto store_chunk(const Eval& ev, dtype type, std::size_t begin, std::size_t n, void* out, arena& a, int) -> decltype(ev.store_chunk(type, begin, n, out, a))
+        {
+            return ev.store_chunk(type, begin, n, out, a);
+        }
+
+        template <class Eval>
+        void store_chunk(const Eval& ev, dtype type, std::size_t begin, std::size_t n, void* out, arena& a, long)
+        {
+            detail::store_packets_as(type, n, out, ev.bind(begin, n, a));
+        }
+
         template <class E>
         inline void typed_job<E>::run_chunk(std::size_t begin, std::size_t n, arena& a) const
         {
             arena::frame frame(a);
-            std::uint8_t* out = static_cast<std::uint8_t*>(m_out.data()) + begin * size_of(m_out.type());
-            store_packets_as(m_out.type(), n, out, m_eval.bind(begin, n, a));
+            std::uint8_t* out = static_cast<std::uint8_t*>(m_out.data()) + begin * xmerge::size_of(m_out.type());
+            detail::store_chunk(m_eval, m_out.type(), begin, n, out, a, 0);
         }
 
         // A flat list of tasks over several tensors of possibly different sizes.

@@ -8,11 +8,15 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "../config.hpp"
+#include "../core/half.hpp"
 #include "../simd/batch.hpp"
 #include "../simd/compress.hpp"
+#include "../simd/convert.hpp"
 
 XMERGE_INTRINSICS_BEGIN
 
@@ -25,9 +29,11 @@ XMERGE_INTRINSICS_BEGIN
  * ranks from `hi` to `lo`, inclusive. For one chunk, band_pass() counts the
  * elements ranking before `hi` and appends those inside the band to a
  * candidate list; a selection among the candidates then finds an exact
- * cut. Compiled once, for float32: callers evaluate expressions into a chunk
- * buffer first. The scalar twin in `scalar::` is the reference the batch
- * path is tested against.
+ * cut. Compiled once for float32 keys (callers evaluate expressions into a
+ * chunk buffer first), and once per element type for keys that are the
+ * differences x - base of two inputs (task vectors), read without that
+ * buffer. The scalar twin in `scalar::` is the reference the batch path is
+ * tested against.
  */
 
 namespace xmerge::kernels
@@ -63,22 +69,35 @@ namespace xmerge::kernels
         rank_key lo;
     };
 
-    /// The band's elements found in one task: magnitude bits and offsets from the task's first element.
+    /**
+     * The band's elements found in one task: magnitude bits and offsets from
+     * the task's first element. The arrays are not initialized beyond what
+     * was written (they are sized for compress-stores, not filled).
+     */
     struct band_candidates
     {
-        std::vector<std::int32_t> bits;
-        std::vector<std::int32_t> offsets;
+        std::unique_ptr<std::int32_t[]> bits;
+        std::unique_ptr<std::int32_t[]> offsets;
         std::size_t size = 0;
+        std::size_t capacity = 0;
 
-        /// Room for `extra` more candidates (and a whole batch written past them).
+        /// Room for `extra` more candidates (a batch may be written past them).
         void reserve_more(std::size_t extra)
         {
-            if (size + extra > bits.size())
+            if (size + extra > capacity)
             {
-                const std::size_t capacity = std::max(size + extra, 2 * bits.size());
-                bits.resize(capacity);
-                offsets.resize(capacity);
+                capacity = std::max(size + extra, 2 * capacity);
+                grow(bits);
+                grow(offsets);
             }
+        }
+
+    private:
+        void grow(std::unique_ptr<std::int32_t[]>& a) const
+        {
+            std::unique_ptr<std::int32_t[]> b(new std::int32_t[capacity]);
+            std::copy(a.get(), a.get() + size, b.get());
+            a = std::move(b);
         }
     };
 
@@ -91,6 +110,16 @@ namespace xmerge::kernels
     inline void band_pass(const float* keys, std::size_t n, std::uint64_t begin, std::uint64_t task_begin, const rank_band* bands, std::size_t count,
                           std::size_t* above, band_candidates* const* out);
 
+    /**
+     * The same for the keys x[i] - base[i] of two chunks of element type T
+     * (float, bfloat16 or float16), both readable up to n rounded up to
+     * whole batches: the bits of band_pass() over the materialized
+     * differences.
+     */
+    template <class T>
+    void band_pass_difference(const T* x, const T* base, std::size_t n, std::uint64_t begin, std::uint64_t task_begin, const rank_band* bands,
+                              std::size_t count, std::size_t* above, band_candidates* const* out);
+
     /// Appends packed_rank() of every element of the chunk to `out` (a sample of chunks brackets the cuts).
     inline void sample_ranks(const float* keys, std::size_t n, std::uint64_t begin, std::vector<std::uint64_t>& out);
 
@@ -98,13 +127,49 @@ namespace xmerge::kernels
     {
         inline void band_pass(const float* keys, std::size_t n, std::uint64_t begin, std::uint64_t task_begin, const rank_band* bands, std::size_t count,
                               std::size_t* above, band_candidates* const* out);
+        template <class T>
+        void band_pass_difference(const T* x, const T* base, std::size_t n, std::uint64_t begin, std::uint64_t task_begin, const rank_band* bands,
+                                  std::size_t count, std::size_t* above, band_candidates* const* out);
     }
 
     namespace detail
     {
-        /// The band pass with batches of B (simd::batch, or float for the twin).
-        template <class B>
-        void band_pass(const float* keys, std::size_t n, std::uint64_t begin, std::uint64_t task_begin, const rank_band* bands, std::size_t count,
+        /// Keys in memory.
+        struct stored_keys
+        {
+            const float* keys;
+
+            template <class B>
+            XMERGE_FORCE_INLINE B load(std::size_t j) const noexcept
+            {
+                return simd::batch_traits<B>::load(keys + j);
+            }
+        };
+
+        /// Keys x - base of two chunks of element type T, widened in registers.
+        template <class T>
+        struct difference_keys
+        {
+            const T* x;
+            const T* base;
+
+            template <class B>
+            XMERGE_FORCE_INLINE B load(std::size_t j) const noexcept
+            {
+                if constexpr (std::is_same<T, float>::value)
+                {
+                    return simd::batch_traits<B>::load(x + j) - simd::batch_traits<B>::load(base + j);
+                }
+                else
+                {
+                    return simd::load_widened<B>(x + j) - simd::load_widened<B>(base + j);
+                }
+            }
+        };
+
+        /// The band pass with batches of B (simd::batch, or float for the twin) over keys.load<B>(j).
+        template <class B, class Keys>
+        void band_pass(const Keys& keys, std::size_t n, std::uint64_t begin, std::uint64_t task_begin, const rank_band* bands, std::size_t count,
                        std::size_t* above, band_candidates* const* out);
     }
 
@@ -129,8 +194,8 @@ namespace xmerge::kernels
             return {I(k.bits), I(static_cast<std::int32_t>(lane))};
         }
 
-        template <class B>
-        inline void band_pass(const float* keys, std::size_t n, std::uint64_t begin, std::uint64_t task_begin, const rank_band* bands, std::size_t count,
+        template <class B, class Keys>
+        inline void band_pass(const Keys& keys, std::size_t n, std::uint64_t begin, std::uint64_t task_begin, const rank_band* bands, std::size_t count,
                               std::size_t* above, band_candidates* const* out)
         {
             using I = simd::int_batch_t<B>;
@@ -149,7 +214,7 @@ namespace xmerge::kernels
             const I lanes = simd::lane_indices<I>();
             for (std::size_t j = 0; j < n; j += w)
             {
-                const I bits = simd::bits_of(simd::batch_traits<B>::load(keys + j)) & I(0x7FFFFFFF);
+                const I bits = simd::bits_of(keys.template load<B>(j)) & I(0x7FFFFFFF);
                 // lanes past the chunk's end take part in nothing
                 const std::uint32_t valid = j + w <= n ? (w == 32 ? 0xFFFFFFFFU : (1U << w) - 1U) : (1U << (n - j)) - 1U;
                 for (std::size_t b = 0; b < count; ++b)
@@ -173,8 +238,8 @@ namespace xmerge::kernels
                     {
                         band_candidates& c = *out[b];
                         c.reserve_more(w);
-                        simd::compress_store(c.bits.data() + c.size, bits, inside);
-                        c.size += simd::compress_store(c.offsets.data() + c.size, lane + I(offset0), inside);
+                        simd::compress_store(c.bits.get() + c.size, bits, inside);
+                        c.size += simd::compress_store(c.offsets.get() + c.size, lane + I(offset0), inside);
                     }
                 }
             }
@@ -184,7 +249,14 @@ namespace xmerge::kernels
     inline void band_pass(const float* keys, std::size_t n, std::uint64_t begin, std::uint64_t task_begin, const rank_band* bands, std::size_t count,
                           std::size_t* above, band_candidates* const* out)
     {
-        detail::band_pass<simd::batch>(keys, n, begin, task_begin, bands, count, above, out);
+        detail::band_pass<simd::batch>(detail::stored_keys{keys}, n, begin, task_begin, bands, count, above, out);
+    }
+
+    template <class T>
+    inline void band_pass_difference(const T* x, const T* base, std::size_t n, std::uint64_t begin, std::uint64_t task_begin, const rank_band* bands,
+                                     std::size_t count, std::size_t* above, band_candidates* const* out)
+    {
+        detail::band_pass<simd::batch>(detail::difference_keys<T>{x, base}, n, begin, task_begin, bands, count, above, out);
     }
 
     namespace scalar
@@ -192,7 +264,14 @@ namespace xmerge::kernels
         inline void band_pass(const float* keys, std::size_t n, std::uint64_t begin, std::uint64_t task_begin, const rank_band* bands, std::size_t count,
                               std::size_t* above, band_candidates* const* out)
         {
-            detail::band_pass<float>(keys, n, begin, task_begin, bands, count, above, out);
+            kernels::detail::band_pass<float>(kernels::detail::stored_keys{keys}, n, begin, task_begin, bands, count, above, out);
+        }
+
+        template <class T>
+        inline void band_pass_difference(const T* x, const T* base, std::size_t n, std::uint64_t begin, std::uint64_t task_begin, const rank_band* bands,
+                                         std::size_t count, std::size_t* above, band_candidates* const* out)
+        {
+            kernels::detail::band_pass<float>(kernels::detail::difference_keys<T>{x, base}, n, begin, task_begin, bands, count, above, out);
         }
     }
 

@@ -340,7 +340,7 @@ namespace xmerge
         complete.set_tensor_name(inputs.tensor);
         for (const auto& [name, value] : given.values())
         {
-            const bool known = std::any_of(info.parameters.begin(), info.parameters.end(), [&](const parameter_spec& s) { return s.name == name; });
+            const bool known = std::any_of(info.parameters.begin(), info.parameters.end(), [&, &n = name](const parameter_spec& s) { return s.name == n; });
             if (!known)
             {
                 std::string accepted;

@@ -40,6 +40,8 @@ namespace xmerge
             virtual std::size_t collect(statistics_registry& r) = 0;
             /// The chunk's values in an arena buffer readable up to padded_size(n).
             virtual const float* materialize(std::size_t begin, std::size_t n, arena& a) const = 0;
+            /// The chunk's values stored as `type` at `out` (the root of an evaluation: no buffer in between).
+            virtual void store_as(dtype type, std::size_t begin, std::size_t n, void* out, arena& a) const = 0;
         };
 
         class any_scalar_evaluator
@@ -73,6 +75,7 @@ namespace xmerge
                 simd::store(n, buf, m_eval.bind(begin, n, a));
                 return buf;
             }
+            void store_as(dtype type, std::size_t, std::size_t n, void* out, arena& a) const override;
 
         private:
             evaluator<E> m_eval;
@@ -167,6 +170,8 @@ namespace xmerge
             explicit evaluator(const any_expression& e) : m_impl(e.node().make_evaluator()) {}
             std::size_t collect(statistics_registry& r) { return m_impl->collect(r); }
             bound_pointer bind(std::size_t begin, std::size_t n, arena& a) const { return {m_impl->materialize(begin, n, a)}; }
+            /// Elements [begin, begin + n) stored as `type` at `out`, without the buffer bind() fills.
+            void store_chunk(dtype type, std::size_t begin, std::size_t n, void* out, arena& a) const { m_impl->store_as(type, begin, n, out, a); }
 
         private:
             std::unique_ptr<any_tensor_evaluator> m_impl;
@@ -183,6 +188,15 @@ namespace xmerge
         private:
             std::unique_ptr<any_scalar_evaluator> m_impl;
         };
+    }
+
+    namespace detail
+    {
+        template <class E>
+        inline void tensor_evaluator_impl<E>::store_as(dtype type, std::size_t begin, std::size_t n, void* out, arena& a) const
+        {
+            detail::store_packets_as(type, n, out, m_eval.bind(begin, n, a));
+        }
     }
 }
 

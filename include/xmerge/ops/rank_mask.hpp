@@ -23,8 +23,10 @@
 #include "../core/expression.hpp"
 #include "../core/statistic.hpp"
 #include "../kernels/rank_band.hpp"
+#include "../kernels/rank_select.hpp"
 #include "../simd/batch.hpp"
 #include "../simd/random.hpp"
+#include "map.hpp"
 #include "scalar.hpp"
 
 XMERGE_INTRINSICS_BEGIN
@@ -111,21 +113,32 @@ namespace xmerge
             rank_key last{0, 0};
         };
 
-        /// A cut seen from one chunk: keep iff bits > above || (bits == at && lane <= last_lane).
+        /**
+         * A cut seen from one chunk: keep iff bits > threshold, or bits ==
+         * threshold and (inclusive, or by lane: lane <= last_lane). Only the
+         * chunk holding the cut's own element needs the lane.
+         */
         struct chunk_cut
         {
-            std::int32_t above;
-            std::int32_t at;
+            std::int32_t threshold;
+            bool inclusive;
+            bool by_lane;
             float last_lane;
         };
 
         inline chunk_cut localize(const rank_cut& c, std::size_t begin, std::size_t n) noexcept;
 
         template <class B>
-        XMERGE_FORCE_INLINE auto in_cut(const chunk_cut& c, const simd::int_batch_t<B>& bits, const B& lane) noexcept
+        XMERGE_FORCE_INLINE auto in_cut(const chunk_cut& c, const simd::int_batch_t<B>& bits, std::size_t i) noexcept
         {
             using I = simd::int_batch_t<B>;
-            return simd::float_mask(bits > I(c.above)) || (simd::float_mask(bits == I(c.at)) && (lane <= B(c.last_lane)));
+            const I t(c.threshold);
+            if (c.by_lane)
+            {
+                const B lane = simd::lane_offsets<B>() + B(static_cast<float>(i));
+                return simd::float_mask(bits > t) || (simd::float_mask(bits == t) && (lane <= B(c.last_lane)));
+            }
+            return c.inclusive ? simd::float_mask(bits >= t) : simd::float_mask(bits > t);
         }
 
         template <class Bound>
@@ -143,21 +156,36 @@ namespace xmerge
                 using I = simd::int_batch_t<B>;
                 const B v = key.template packet<B>(i);
                 const I bits = simd::bits_of(v) & I(0x7FFFFFFF);
-                const B lane = simd::lane_offsets<B>() + B(static_cast<float>(i));
-                const auto kept = in_cut(last, bits, lane);
-                const auto keep = excludes ? kept && !in_cut(first, bits, lane) : kept;
-                return simd::select(keep, values ? v : B(1.0f), B(0.0f));
+                const B zero(0.0f);
+                const B kept = simd::select(detail::in_cut<B>(last, bits, i), values ? v : B(1.0f), zero);
+                return excludes ? simd::select(detail::in_cut<B>(first, bits, i), zero, kept) : kept;
+            }
+        };
+
+        /// Elements [offset, ...) of a bound chunk.
+        template <class Bound>
+        struct offset_stream
+        {
+            const Bound& chunk;
+            std::size_t offset;
+
+            template <class B>
+            XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept
+            {
+                return chunk.template packet<B>(offset + i);
             }
         };
 
         /**
          * The exact selection behind rank masks, as a chunk-statistic kernel
          * over float32 chunks (compiled once, whatever the key expression):
-         * a pass over a sample of ~(3.2 n)^(2/3) elements brackets each cut in
-         * a narrow band of ranks, one pass counts the elements above each band
-         * and collects those inside (kernels::band_pass), and a selection among
-         * the candidates gives the cut. A band the sample misjudged is widened
-         * for one more pass; the last attempt takes every element.
+         * a pass over a sample of ~(3.2 n)^(2/3) elements (short runs from
+         * many chunks, so that structure along the tensor averages out)
+         * brackets each cut in a narrow band of ranks, one pass counts the
+         * elements above each band and collects those inside
+         * (kernels::band_pass), and a selection among the candidates gives the
+         * cut. A band the sample misjudged is widened for one more pass; the
+         * last attempt takes every element.
          */
         class magnitude_selection
         {
@@ -179,9 +207,36 @@ namespace xmerge
             template <class Bound>
             void accumulate(partial& p, const chunk_view& chunk, const Bound& key)
             {
-                accumulate_values(p, chunk, detail::chunk_values(chunk.size, key, chunk.scratch));
+                if (m_phase == phase::sampling)
+                {
+                    const std::size_t offset = sample_offset(chunk);
+                    const std::size_t length = std::min(sample_run, chunk.size - offset);
+                    float* values = detail::padded_buffer(length, chunk.scratch);
+                    simd::store(length, values, offset_stream<Bound>{key, offset});
+                    kernels::sample_ranks(values, length, chunk.begin + offset, p.sample);
+                    return;
+                }
+                if constexpr (std::is_same<Bound, bound_map<minus_fn, bound_input, bound_input>>::value)
+                {
+                    // a task vector of inputs: its differences are classified as they are loaded
+                    const bound_input& x = std::get<0>(key.args);
+                    const bound_input& base = std::get<1>(key.args);
+                    if (x.type == base.type)
+                    {
+                        with_element_type(x.type,
+                                          [&](auto tag)
+                                          {
+                                              using T = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+                                              const T* xs = static_cast<const T*>(x.data);
+                                              const T* bs = static_cast<const T*>(base.data);
+                                              band_chunk(p, chunk, [&](auto&&... a) { kernels::band_pass_difference(xs, bs, chunk.size, a...); });
+                                          });
+                        return;
+                    }
+                }
+                const float* keys = detail::chunk_values(chunk.size, key, chunk.scratch);
+                band_chunk(p, chunk, [&](auto&&... a) { kernels::band_pass(keys, chunk.size, a...); });
             }
-            void accumulate_values(partial& p, const chunk_view& chunk, const float* keys);
             void end_pass(std::vector<partial>& partials);
 
             /// The cut of target t (0: first, 1: last), after the statistics phase.
@@ -204,8 +259,16 @@ namespace xmerge
                 double band_fraction = 1.0;  // expected share of elements in the band
             };
 
+            /// Elements sampled from each sampled chunk, in one run.
+            static constexpr std::size_t sample_run = 256;
+
+            /// Runs pass(begin, task_begin, bands, count, above, out) over the unresolved targets' bands.
+            template <class Pass>
+            void band_chunk(partial& p, const chunk_view& chunk, Pass&& pass) const;
+
             void set_bands();
             bool sampled_chunk(std::size_t chunk) const noexcept;
+            std::size_t sample_offset(const chunk_view& chunk) const noexcept;
             void resolve(std::size_t t, std::vector<partial>& partials);
 
             std::size_t m_size = 0;
@@ -294,26 +357,25 @@ namespace xmerge
     {
         inline chunk_cut localize(const rank_cut& c, std::size_t begin, std::size_t n) noexcept
         {
-            constexpr std::int32_t never = std::numeric_limits<std::int32_t>::max();
             switch (c.what)
             {
                 case rank_cut::kind::none:
-                    return {never, never, -1.0f};
+                    return {std::numeric_limits<std::int32_t>::max(), false, false, 0.0f};
                 case rank_cut::kind::all:
-                    return {-1, never, -1.0f};
+                    return {-1, false, false, 0.0f};
                 default:
                     break;
             }
-            float lane = -1.0f;
+            // elements of equal magnitude rank by index: all kept before the cut's element, none after
             if (c.last.index >= begin + n)
             {
-                lane = static_cast<float>(n);
+                return {c.last.bits, true, false, 0.0f};
             }
-            else if (c.last.index >= begin)
+            if (c.last.index < begin)
             {
-                lane = static_cast<float>(c.last.index - begin);
+                return {c.last.bits, false, false, 0.0f};
             }
-            return {c.last.bits, c.last.bits, lane};
+            return {c.last.bits, false, true, static_cast<float>(c.last.index - begin)};
         }
 
         inline void magnitude_selection::set_bounds(std::size_t size, double first, double last)
@@ -336,6 +398,17 @@ namespace xmerge
             return simd::detail::mix32(static_cast<std::uint32_t>(chunk) ^ 0x5bd1e995U) % m_sample_stride == 0;
         }
 
+        inline std::size_t magnitude_selection::sample_offset(const chunk_view& chunk) const noexcept
+        {
+            // a pseudo-random run of whole batches within the chunk
+            if (chunk.size <= sample_run)
+            {
+                return 0;
+            }
+            const std::size_t positions = (chunk.size - sample_run) / simd::lanes + 1;
+            return simd::detail::mix32(static_cast<std::uint32_t>(chunk.begin / m_chunk_size) ^ 0x27d4eb2fU) % positions * simd::lanes;
+        }
+
         inline bool magnitude_selection::begin_pass(const pass_layout& layout, std::vector<partial>& partials)
         {
             if (m_phase == phase::done)
@@ -344,7 +417,8 @@ namespace xmerge
             }
             m_chunk_size = layout.chunk_size;
             m_task_size = layout.task_size();
-            partials.assign(layout.tasks(), {});
+            partials.clear();
+            partials.resize(layout.tasks());
             if (m_phase == phase::sampling && m_attempt == 0 && m_sample.empty())
             {
                 // Small tensors go straight to an exact pass over every element.
@@ -358,7 +432,7 @@ namespace xmerge
                 {
                     // About (3.2 n)^(2/3) samples balance the sample's cost against the band's.
                     const double wanted = std::max(16384.0, std::cbrt(3.2 * static_cast<double>(m_size)) * std::cbrt(3.2 * static_cast<double>(m_size)));
-                    const double wanted_chunks = std::ceil(wanted / static_cast<double>(layout.chunk_size));
+                    const double wanted_chunks = std::ceil(wanted / static_cast<double>(std::min(sample_run, layout.chunk_size)));
                     m_sample_stride = std::max<std::size_t>(1, static_cast<std::size_t>(static_cast<double>(chunks) / wanted_chunks));
                     return true;
                 }
@@ -396,7 +470,8 @@ namespace xmerge
                 }
                 const double q = static_cast<double>(t.k) / static_cast<double>(m_size);
                 const double expected = q * static_cast<double>(m);
-                const double margin = (m_attempt == 0 ? 8.0 : 64.0) * (std::sqrt(static_cast<double>(m) * q * (1.0 - q)) + 1.0);
+                // binomial standard deviations of the sample's rank: 5 leaves a retry once in ~10^6 cuts
+                const double margin = (m_attempt == 0 ? 5.0 : 64.0) * (std::sqrt(static_cast<double>(m) * q * (1.0 - q)) + 1.0);
                 const double hi_rank = std::floor(expected - margin) - 1.0;
                 const double lo_rank = std::ceil(expected + margin);
                 if (hi_rank >= 0.0)
@@ -416,33 +491,27 @@ namespace xmerge
             m_phase = phase::banding;
         }
 
-        inline void magnitude_selection::accumulate_values(partial& p, const chunk_view& chunk, const float* keys)
+        template <class Pass>
+        inline void magnitude_selection::band_chunk(partial& p, const chunk_view& chunk, Pass&& pass) const
         {
-            if (m_phase == phase::sampling)
-            {
-                kernels::sample_ranks(keys, chunk.size, chunk.begin, p.sample);
-                return;
-            }
             kernels::rank_band bands[2];
-            std::size_t* above[2];
             kernels::band_candidates* out[2];
+            std::size_t targets[2];
             std::size_t count = 0;
             for (std::size_t t = 0; t < 2; ++t)
             {
                 if (!m_targets[t].resolved)
                 {
                     bands[count] = m_targets[t].band;
-                    above[count] = &p.above[t];
                     out[count] = &p.candidates[t];
-                    ++count;
+                    targets[count++] = t;
                 }
             }
-            // The band pass counts into one total per band: gather, then scatter back.
             std::size_t counted[2] = {0, 0};
-            kernels::band_pass(keys, chunk.size, chunk.begin, chunk.task * m_task_size, bands, count, counted, out);
+            pass(chunk.begin, chunk.task * m_task_size, bands, count, counted, out);
             for (std::size_t b = 0; b < count; ++b)
             {
-                *above[b] += counted[b];
+                p.above[targets[b]] += counted[b];
             }
         }
 
@@ -460,40 +529,13 @@ namespace xmerge
             {
                 return;
             }
-            const std::size_t position = t.k - above - 1;
-            if (m_size <= 0xFFFFFFFFULL)
+            std::vector<const kernels::band_candidates*> tasks;
+            tasks.reserve(partials.size());
+            for (const auto& p : partials)
             {
-                // one 64-bit number per candidate selects about twice as fast as a struct
-                std::vector<std::uint64_t> band;
-                band.reserve(total);
-                for (std::size_t task = 0; task < partials.size(); ++task)
-                {
-                    const auto& c = partials[task].candidates[i];
-                    for (std::size_t x = 0; x < c.size; ++x)
-                    {
-                        band.push_back(kernels::packed_rank(c.bits[x], task * m_task_size + static_cast<std::uint32_t>(c.offsets[x])));
-                    }
-                }
-                const auto pos = band.begin() + static_cast<std::ptrdiff_t>(position);
-                std::nth_element(band.begin(), pos, band.end(), std::greater<>());
-                m_cuts[i] = {rank_cut::kind::some, kernels::unpack_rank(*pos)};
+                tasks.push_back(&p.candidates[i]);
             }
-            else
-            {
-                std::vector<rank_key> band;
-                band.reserve(total);
-                for (std::size_t task = 0; task < partials.size(); ++task)
-                {
-                    const auto& c = partials[task].candidates[i];
-                    for (std::size_t x = 0; x < c.size; ++x)
-                    {
-                        band.push_back({c.bits[x], task * m_task_size + static_cast<std::uint32_t>(c.offsets[x])});
-                    }
-                }
-                const auto pos = band.begin() + static_cast<std::ptrdiff_t>(position);
-                std::nth_element(band.begin(), pos, band.end(), kernels::ranks_before);
-                m_cuts[i] = {rank_cut::kind::some, *pos};
-            }
+            m_cuts[i] = {rank_cut::kind::some, kernels::select_ranked(tasks.data(), tasks.size(), m_task_size, t.k - above - 1)};
             t.resolved = true;
         }
 
@@ -501,7 +543,13 @@ namespace xmerge
         {
             if (m_phase == phase::sampling)
             {
-                for (auto& p : partials)
+                std::size_t total = 0;
+                for (const auto& p : partials)
+                {
+                    total += p.sample.size();
+                }
+                m_sample.reserve(total);
+                for (const auto& p : partials)
                 {
                     m_sample.insert(m_sample.end(), p.sample.begin(), p.sample.end());
                 }

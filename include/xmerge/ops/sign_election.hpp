@@ -96,13 +96,14 @@ namespace xmerge
                     const B e = options.elect_on_weighted ? t.weight(k) * term(k) : term(k);
                     vote += options.consensus == sign_consensus::sum ? e : simd::select(e > zero, one, simd::select(e < zero, -one, zero));
                 }
-                const auto positive = vote >= zero;
+                // e agrees when it has the elected sign: positive where vote >= 0 (NaN votes elect -)
+                const B sign = simd::select(vote >= zero, one, -one);
                 B mixed = zero, divisor = zero;
                 for (std::size_t k = 0; k < t.size(); ++k)
                 {
                     const B w = t.weight(k);
                     const B e = w * term(k);
-                    const auto agree = (positive && (e > zero)) || (!positive && (e < zero));
+                    const auto agree = e * sign > zero;
                     mixed += simd::select(agree, e, zero);
                     if (options.divisor != merge_divisor::none)
                     {

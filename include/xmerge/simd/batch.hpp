@@ -185,7 +185,9 @@ namespace xmerge::simd
         }
         else
         {
-            return xsimd::select(m, a, b);
+            // through float lanes: xsimd 8's AVX-512BW integer select does not compile for 32-bit lanes everywhere
+            using F = xsimd::batch<float, typename I::arch_type>;
+            return xsimd::bitwise_cast<I>(xsimd::select(xsimd::bool_cast(m), xsimd::bitwise_cast<F>(a), xsimd::bitwise_cast<F>(b)));
         }
     }
 
@@ -243,12 +245,11 @@ namespace xmerge::simd
         }
         else
         {
-            alignas(64) float lanes_of[B::size];
-            for (std::size_t l = 0; l < B::size; ++l)
-            {
-                lanes_of[l] = static_cast<float>(l);
-            }
-            return B::load_aligned(lanes_of);
+            alignas(64) static constexpr float numbers[64] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+                                                              22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43,
+                                                              44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
+            static_assert(B::size <= 64, "more lanes than the table holds");
+            return B::load_aligned(numbers);
         }
     }
     ///@}

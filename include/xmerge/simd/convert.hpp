@@ -229,7 +229,7 @@ namespace xmerge::simd
         {
             const I rounded = detail::shift_right(u + I(0x7FFF) + (detail::shift_right(u, 16) & I(1)), 16);
             const I quiet = detail::shift_right(u, 16) | I(0x40);
-            return xsimd::select((u & I(0x7FFFFFFF)) > I(0x7F800000), quiet, rounded);
+            return simd::select_ints((u & I(0x7FFFFFFF)) > I(0x7F800000), quiet, rounded);
         }
 
         template <class B>
@@ -245,9 +245,9 @@ namespace xmerge::simd
             // below the normal range: |x| + 0.5 rounds, once and to nearest even, to a multiple of 2^-24
             const I subnormal = simd::bits_of(simd::abs(v) + B(0.5f)) - I(0x3F000000);
             const I nan = I(0x7E00) | (detail::shift_right(a, 13) & I(0x03FF));
-            I h = xsimd::select(a >= I(0x38800000), normal, subnormal);
-            h = xsimd::select(a >= I(0x47800000), I(0x7C00), h);
-            h = xsimd::select(a > I(0x7F800000), nan, h);
+            I h = simd::select_ints(a >= I(0x38800000), normal, subnormal);
+            h = simd::select_ints(a >= I(0x47800000), I(0x7C00), h);
+            h = simd::select_ints(a > I(0x7F800000), nan, h);
             return h | sign;
         }
 
@@ -260,11 +260,11 @@ namespace xmerge::simd
             const I mantissa = h & I(0x03FF);
             const I normal = (em << 13) + I(112 << 23);
             // infinity, or NaN made quiet as the F16C instructions do
-            const I special = I(0x7F800000) | (mantissa << 13) | xsimd::select(mantissa != I(0), I(0x00400000), I(0));
+            const I special = I(0x7F800000) | (mantissa << 13) | simd::select_ints(mantissa != I(0), I(0x00400000), I(0));
             // zero or subnormal: mantissa * 2^-24 is exact in float32
             const I tiny = simd::bits_of(xsimd::batch_cast<float>(em) * B(5.9604644775390625e-8f));
-            I bits = xsimd::select(em >= I(0x0400), normal, tiny);
-            bits = xsimd::select(em >= I(0x7C00), special, bits);
+            I bits = simd::select_ints(em >= I(0x0400), normal, tiny);
+            bits = simd::select_ints(em >= I(0x7C00), special, bits);
             return xsimd::bitwise_cast<B>(bits | sign);
         }
     }
