@@ -14,7 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include <xmerge/io/checkpoint_writer.hpp>
-#include <xmerge/xmerge.hpp>
+#include <xmerge/core/tensor_ref.hpp>
+#include <xmerge/simd/convert.hpp>
 
 namespace xmerge_cli
 {

@@ -1,272 +1,39 @@
 // xmerge: merges safetensors checkpoints with mergekit YAML recipes.
 //
-//   xmerge run RECIPE.yml OUT_DIR [options]   merge (see --help)
+//   xmerge run RECIPE.yml OUT_DIR [options]   merge (see --help; mergekit-yaml's options are accepted)
 //   xmerge methods                           the methods and their parameters
+//   xmerge inspect BASE MODEL...             task vectors per tensor and layer: norms, cosines, sign conflicts
 //   xmerge info CHECKPOINT                   tensors of a file, shard set or directory
 //   xmerge reshard CHECKPOINT OUT_DIR        rewrite a checkpoint (new shard size or dtype)
 //   xmerge make-demo DIR                     small synthetic base + fine-tunes
 //   xmerge io-floor OUT_FILE INPUT...        time to only read inputs and write an output
 
-#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
-#include <fstream>
-#include <iostream>
 #include <optional>
-#include <set>
-#include <sstream>
 #include <string>
 #include <thread>
-#include <variant>
 #include <vector>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
+#include <xmerge/core/evaluate.hpp>
 #include <xmerge/io/checkpoint_writer.hpp>
-#include <xmerge/model/merge.hpp>
 #include <xmerge/model/model.hpp>
-#include <xmerge/recipe/bind.hpp>
+#include <xmerge/ops/input.hpp>
+#include <xmerge/io/companion_files.hpp>
 #include <xmerge/recipe/recipe.hpp>
-#include <xmerge/xmerge.hpp>
 
+#include "commands.hpp"
 #include "demo_checkpoints.hpp"
 #include "format.hpp"
 #include "io_floor.hpp"
-#include "progress.hpp"
+#include "mergekit_flags.hpp"
 
 namespace
 {
     namespace fs = std::filesystem;
-
-    // Ctrl-C or a termination request: the merge stops at the next tensor and
-    // unwinds, so the staging directory is removed; a second signal kills at once.
-    volatile std::sig_atomic_t stop_requested = 0;
-
-    extern "C" void request_stop(int sig)
-    {
-        stop_requested = 1;
-        std::signal(sig, SIG_DFL);
-    }
-
-    struct run_args
-    {
-        std::string recipe;
-        std::string out_dir;
-        std::size_t threads = 0;
-        std::string shard_size = "5GB";
-        std::string out_dtype;
-        std::uint64_t seed = 0;
-        std::string on_missing = "error";
-        std::string on_mismatch = "error";
-        bool overwrite = false;
-        bool sync = false;
-        bool no_progress = false;
-        bool dry_run = false;
-        bool no_copy_files = false;
-    };
-
-    xmerge::tensor_rule parse_rule(const std::string& s, const char* option)
-    {
-        if (s == "error")
-        {
-            return xmerge::tensor_rule::error;
-        }
-        if (s == "copy-base" || s == "copy_base")
-        {
-            return xmerge::tensor_rule::copy_base;
-        }
-        throw xmerge::parameter_error("", option, "must be 'error' or 'copy-base', got '" + s + "'");
-    }
-
-    bool is_weight_file(const std::string& name)
-    {
-        static const char* suffixes[] = {".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx"};
-        for (const char* s : suffixes)
-        {
-            const std::string suffix = s;
-            if (name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
-            {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    // The reference checkpoint's other top-level files (config, tokenizer, generation settings).
-    std::vector<std::string> companion_files(const xmerge::model& reference)
-    {
-        std::vector<std::string> out;
-        if (!fs::is_directory(reference.name()))
-        {
-            return out;  // a checkpoint given as a file: its directory may hold anything
-        }
-        for (const auto& e : fs::directory_iterator(reference.name()))
-        {
-            const std::string name = e.path().filename().string();
-            if (e.is_regular_file() && name[0] != '.' && !is_weight_file(name) && name != "mergekit_config.yml")
-            {
-                out.push_back(name);
-            }
-        }
-        std::sort(out.begin(), out.end());
-        return out;
-    }
-
-    // config.json with the layer count of a sliced merge.
-    std::string patched_config(const std::string& path, std::size_t layers)
-    {
-        std::ifstream in(path);
-        nlohmann::ordered_json c = nlohmann::ordered_json::parse(in, nullptr, false);
-        if (c.is_discarded() || !c.is_object())
-        {
-            throw xmerge::io_error(path, "", "config.json is not a JSON object; cannot set the merged layer count");
-        }
-        for (const char* key : {"num_hidden_layers", "n_layer", "num_layers"})
-        {
-            if (c.contains(key))
-            {
-                c[key] = layers;
-            }
-        }
-        return c.dump(2) + "\n";
-    }
-
-    int run(const run_args& a)
-    {
-        const xmerge::method_registry registry = xmerge::builtin_methods();
-        const xmerge::recipe recipe = xmerge::load_recipe(a.recipe);
-        for (const auto& note : recipe.ignored)
-        {
-            std::fprintf(stderr, "xmerge: note: ignoring %s\n", note.c_str());
-        }
-        const xmerge::recipe_merge bound(recipe, registry);
-
-        xmerge::merge_options options;
-        options.threads = a.threads;
-        options.seed = a.seed;
-        options.on_missing = parse_rule(a.on_missing, "--on-missing");
-        options.on_mismatch = parse_rule(a.on_mismatch, "--on-mismatch");
-        options.out_dtype = bound.out_dtype();
-        if (!a.out_dtype.empty())
-        {
-            options.out_dtype = xmerge::parse_dtype(a.out_dtype);
-            if (!options.out_dtype)
-            {
-                throw xmerge::parameter_error("", "--out-dtype", "unknown dtype '" + a.out_dtype + "' (float32, bfloat16 or float16)");
-            }
-        }
-        try
-        {
-            options.output.max_shard_bytes = xmerge_cli::parse_size(a.shard_size);
-        }
-        catch (const std::invalid_argument& e)
-        {
-            throw xmerge::parameter_error("", "--shard-size", e.what());
-        }
-        options.output.overwrite = a.overwrite;
-        options.output.sync = a.sync;
-        options.output.metadata = {{"format", "pt"}, {"merge_method", recipe.merge_method}};
-
-        // Everything is checked before anything is written.
-        const xmerge::merge_plan plan = xmerge::plan_merge(bound.spec(), registry, options);
-        for (const auto& note : plan.notes)
-        {
-            std::fprintf(stderr, "xmerge: note: %s\n", note.c_str());
-        }
-        if (a.dry_run)
-        {
-            std::size_t merged = 0;
-            for (const auto& t : plan.tensors)
-            {
-                merged += t.what == xmerge::planned_tensor::action::merge;
-            }
-            std::printf("plan: %zu tensors (%zu merged, %zu copied), %zu layers; nothing written\n", plan.tensors.size(), merged, plan.tensors.size() - merged,
-                        plan.layers);
-            return 0;
-        }
-
-        if (!a.no_copy_files)
-        {
-            const xmerge::model& reference = bound.reference();
-            for (const auto& name : companion_files(reference))
-            {
-                const std::string source = (fs::path(reference.name()) / name).string();
-                if (name == "config.json" && !bound.spec().slices.empty())
-                {
-                    options.file_contents.emplace_back(name, patched_config(source, plan.layers));
-                }
-                else
-                {
-                    options.files.emplace_back(source, name);
-                }
-            }
-        }
-        {
-            std::ifstream in(a.recipe, std::ios::binary);
-            std::stringstream text;
-            text << in.rdbuf();
-            options.file_contents.emplace_back("mergekit_config.yml", text.str());
-        }
-
-        xmerge_cli::progress_bar bar(!a.no_progress);
-        options.progress = [&bar](const xmerge::merge_progress& p)
-        {
-            if (stop_requested)
-            {
-                throw std::runtime_error("interrupted; nothing was written");
-            }
-            bar(p);
-        };
-        std::signal(SIGINT, request_stop);
-        std::signal(SIGTERM, request_stop);
-        const xmerge::merge_summary s = xmerge::run_merge(plan, registry, a.out_dir, options);
-
-        const double moved = static_cast<double>(s.bytes_read + s.bytes_written);
-        std::printf("xmerge: %s merge written to %s\n", recipe.merge_method.c_str(), a.out_dir.c_str());
-        std::printf("  tensors   %zu (%zu merged, %zu copied) in %zu shard%s\n", s.tensors, s.merged, s.copied, s.shards, s.shards == 1 ? "" : "s");
-        std::printf("  read      %s\n", xmerge_cli::bytes(static_cast<double>(s.bytes_read)).c_str());
-        std::printf("  written   %s\n", xmerge_cli::bytes(static_cast<double>(s.bytes_written)).c_str());
-        std::printf("  time      %.3f s\n", s.seconds);
-        std::printf("  speed     %s (read + written)\n", xmerge_cli::rate(s.seconds > 0 ? moved / s.seconds : 0.0).c_str());
-        return 0;
-    }
-
-    std::string value_text(const xmerge::parameter_value& v)
-    {
-        if (const double* d = std::get_if<double>(&v))
-        {
-            std::ostringstream s;
-            s << *d;
-            return s.str();
-        }
-        if (const bool* b = std::get_if<bool>(&v))
-        {
-            return *b ? "true" : "false";
-        }
-        if (const std::string* s = std::get_if<std::string>(&v))
-        {
-            return "\"" + *s + "\"";
-        }
-        return "[list]";
-    }
-
-    int methods()
-    {
-        const xmerge::method_registry registry = xmerge::builtin_methods();
-        for (const auto& name : registry.names())
-        {
-            const auto& m = registry.find(name);
-            std::printf("%s%s\n    %s\n", name.c_str(), m.needs_base ? "  (needs base_model)" : "", m.summary.c_str());
-            for (const auto& p : m.parameters)
-            {
-                std::printf("    %-12s %-9s %-10s %s\n", p.name.c_str(), p.scope == xmerge::parameter_scope::per_model ? "per-model" : "global",
-                            p.fallback ? value_text(*p.fallback).c_str() : (p.optional ? "optional" : "required"), p.help.c_str());
-            }
-        }
-        return 0;
-    }
 
     int info(const std::string& path)
     {
@@ -322,7 +89,7 @@ namespace
         }
         if (fs::is_directory(in))
         {
-            for (const auto& name : companion_files(m))
+            for (const auto& name : xmerge::io::companion_files(in))
             {
                 w.add_file((fs::path(in) / name).string(), name);
             }
@@ -338,23 +105,38 @@ int main(int argc, char** argv)
     CLI::App app{"xmerge: merge safetensors checkpoints with mergekit YAML recipes"};
     app.require_subcommand(1);
 
-    run_args ra;
+    xmerge_cli::run_args ra;
+    std::string shard_size = "5GB";
     CLI::App* run_cmd = app.add_subcommand("run", "Merge the models of a recipe into OUT_DIR (written atomically)");
     run_cmd->add_option("recipe", ra.recipe, "mergekit YAML recipe")->required();
     run_cmd->add_option("out_dir", ra.out_dir, "output checkpoint directory (must not exist or be empty, unless --overwrite)")->required();
     run_cmd->add_option("-j,--threads", ra.threads, "threads (0: every hardware thread)");
-    run_cmd->add_option("--shard-size", ra.shard_size, "largest output shard, e.g. 5GB, 500MB, 2GiB")->capture_default_str();
+    CLI::Option* shard_option = run_cmd->add_option("--shard-size", shard_size, "largest output shard, e.g. 5GB, 500MB, 2GiB")->capture_default_str();
     run_cmd->add_option("--out-dtype", ra.out_dtype, "dtype of merged tensors: float32, bfloat16, float16 (default: the recipe's, else the inputs')");
     run_cmd->add_option("--seed", ra.seed, "seed of random methods")->capture_default_str();
     run_cmd->add_option("--on-missing", ra.on_missing, "a tensor some model lacks: error or copy-base")->capture_default_str();
     run_cmd->add_option("--on-mismatch", ra.on_mismatch, "a tensor of another shape or dtype kind: error or copy-base")->capture_default_str();
+    run_cmd->add_flag("--strict", ra.strict, "refuse parameters the method does not use (by default they are ignored with a warning, as mergekit does)");
     run_cmd->add_flag("--overwrite", ra.overwrite, "replace a non-empty OUT_DIR once the merge is complete");
     run_cmd->add_flag("--fsync", ra.sync, "flush the output to the device before finishing");
     run_cmd->add_flag("--no-progress", ra.no_progress, "no progress bar");
-    run_cmd->add_flag("--no-copy-files", ra.no_copy_files, "do not copy the base model's config and tokenizer files");
+    run_cmd->add_flag("--no-copy-files", ra.no_copy_files, "write only the tensors and the recipe: nothing from the base model's directory");
     run_cmd->add_flag("--dry-run", ra.dry_run, "check the recipe and the models, write nothing");
+    xmerge_cli::mergekit_flags mergekit;
+    mergekit.add_to(*run_cmd, ra);
+    shard_option->excludes(run_cmd->get_option("--out-shard-size"));
 
     app.add_subcommand("methods", "List the merge methods and their parameters");
+
+    xmerge_cli::inspect_args ia;
+    CLI::App* inspect_cmd = app.add_subcommand("inspect", "Compare models with a base: task-vector norms, cosine similarities and sign conflicts per tensor and layer");
+    inspect_cmd->add_option("base", ia.base, "base checkpoint the task vectors are taken from")->required();
+    inspect_cmd->add_option("models", ia.models, "fine-tuned or merged checkpoints (a merge and its inputs show what the merge kept)")->required();
+    inspect_cmd->add_flag("--json", ia.json, "print JSON instead of tables");
+    inspect_cmd->add_option("--plot", ia.plot, "write a PNG heatmap of cosine similarity and sign conflicts per layer and model pair");
+    inspect_cmd->add_option("--svd", ia.singular_values, "top singular values and effective rank of each 2-D task vector (needs the linalg component)");
+    inspect_cmd->add_flag("--tensors", ia.per_tensor, "one table row per tensor, not per layer");
+    inspect_cmd->add_option("-j,--threads", ia.threads, "threads (0: every hardware thread)");
 
     std::string info_path;
     CLI::App* info_cmd = app.add_subcommand("info", "List the tensors of a checkpoint (file, index or directory)");
@@ -399,11 +181,24 @@ int main(int argc, char** argv)
     {
         if (run_cmd->parsed())
         {
-            return run(ra);
+            try
+            {
+                ra.shard_bytes = xmerge_cli::parse_size(shard_size);
+                mergekit.apply(ra, *run_cmd);
+            }
+            catch (const std::exception& e)
+            {
+                throw xmerge::parameter_error("", "--shard-size", e.what());
+            }
+            return xmerge_cli::run(ra);
         }
         if (app.got_subcommand("methods"))
         {
-            return methods();
+            return xmerge_cli::methods();
+        }
+        if (inspect_cmd->parsed())
+        {
+            return xmerge_cli::inspect(ia);
         }
         if (info_cmd->parsed())
         {

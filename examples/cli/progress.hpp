@@ -8,7 +8,7 @@
 
 #include <unistd.h>
 
-#include <xmerge/model/merge.hpp>
+#include <xmerge/model/merge_spec.hpp>
 
 #include "format.hpp"
 

@@ -13,10 +13,13 @@
  */
 
 #include "io/checkpoint_writer.hpp"
+#include "io/companion_files.hpp"
 #include "io/mapped_file.hpp"
+#include "io/model_config.hpp"
 #include "io/output_file.hpp"
 #include "io/safetensors.hpp"
 #include "io/safetensors_writer.hpp"
 #include "io/shard_index.hpp"
+#include "io/tokenizer.hpp"
 
 #endif

@@ -15,9 +15,12 @@
 #include "io.hpp"
 #include "methods.hpp"
 
+#include "model/architecture.hpp"
+#include "model/inspect.hpp"
 #include "model/layers.hpp"
 #include "model/merge.hpp"
 #include "model/model.hpp"
 #include "model/parameter_setting.hpp"
+#include "model/vocabulary.hpp"
 
 #endif

@@ -14,6 +14,10 @@
 #include "model.hpp"
 
 #include "recipe/bind.hpp"
+#include "recipe/model_card.hpp"
+#include "recipe/output_files.hpp"
 #include "recipe/recipe.hpp"
+#include "recipe/recipe_job.hpp"
+#include "recipe/vocabulary_merge.hpp"
 
 #endif

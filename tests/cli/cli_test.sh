@@ -51,6 +51,8 @@ expect "run exits 0" '[ $? -eq 0 ]'
 expect "summary names tensors, bytes, time and speed" 'grep -q "tensors   30 (30 merged, 0 copied)" <<<"$out" && grep -q "read " <<<"$out" && grep -q "written " <<<"$out" && grep -q "GB/s" <<<"$out"'
 expect "config, tokenizer files and the recipe are in the output" '[ -f merged/config.json ] && [ -f merged/tokenizer_config.json ] && [ -f merged/special_tokens_map.json ] && cmp -s merged/mergekit_config.yml ta.yml'
 expect "recipe dtype float32 is the output dtype" '"$xmerge" info merged | grep -q "model.norm.weight *F32"'
+expect "config.json records the output dtype" 'grep -q "\"torch_dtype\": \"float32\"" merged/config.json && grep -q "\"torch_dtype\": \"bfloat16\"" models/base/config.json'
+expect "a model card names the method, the models and the recipe" 'grep -q "task_arithmetic" merged/README.md && grep -q "models/math" merged/README.md && grep -q "lambda: 0.9" merged/README.md'
 expect "inputs are untouched" '"$xmerge" info models/math | grep -q "model.norm.weight *BF16"'
 
 out=$("$xmerge" run ta.yml sharded --no-progress --shard-size 40kB --out-dtype bf16 -j 1 --seed 3)
@@ -68,11 +70,15 @@ expect "--overwrite replaces it once complete" '[ -f keep/model.safetensors ] &&
 sed 's/merge_method: task_arithmetic/merge_method: frobnicate/' ta.yml > unknown_method.yml
 expect_failure "unknown method" "unknown method 'frobnicate'" out1 run unknown_method.yml out1
 sed 's/lambda: 0.9/lamda: 0.9/' ta.yml > unknown_param.yml
-expect_failure "unknown parameter" "'lamda': unknown parameter of method 'task_arithmetic'" out2 run unknown_param.yml out2
+expect_failure "--strict refuses a parameter the method does not declare" "'lamda': is not a parameter of method 'task_arithmetic'" out2 run unknown_param.yml out2 --strict
+err=$("$xmerge" run unknown_param.yml warned --no-progress 2>&1 >/dev/null)
+expect "by default it is ignored with a one-line warning naming it and the method" '[ -f warned/model.safetensors ] && [ "$(grep -c "warning: parameter .lamda. is not a parameter of method .task_arithmetic." <<<"$err")" -eq 1 ]'
 sed 's#models/code#models/nowhere#' ta.yml > missing_model.yml
 expect_failure "missing model" "models/nowhere" out3 run missing_model.yml out3
-sed 's/parameters: {weight: 0.6}/parameters: {lambda: 0.6}/' ta.yml > misplaced.yml
-expect_failure "a global parameter set per model" "cannot be set per model" out4 run misplaced.yml out4
+sed 's/parameters: {weight: 0.6}/parameters: {weight: 0.6, lambda: 0.6}/' ta.yml > misplaced.yml
+expect_failure "--strict refuses a global parameter set per model" "set per model it is not used" out4 run misplaced.yml out4 --strict
+err=$("$xmerge" run misplaced.yml misplaced_out --no-progress 2>&1 >/dev/null)
+expect "by default a global parameter set per model is ignored with a warning" '[ -f misplaced_out/model.safetensors ] && grep -q "warning: parameter .lambda. is a global parameter" <<<"$err"'
 printf 'merge_method: linear\nmodels: [\n' > broken.yml
 expect_failure "broken YAML" "not valid YAML" out5 run broken.yml out5
 expect_failure "bad shard size" "shard-size" out6 run ta.yml out6 --shard-size 12parsecs
@@ -111,6 +117,37 @@ kill -INT $pid 2>/dev/null
 wait $pid
 rc=$?
 expect "Ctrl-C leaves no output and no staging directory" '[ $rc -ne 0 ] && [ ! -e interrupted ] && ! ls -a | grep -q "\.partial-"'
+
+# mergekit-yaml's options, as scripts pass them.
+out=$("$xmerge" run ta.yml mk_flags --cuda --lazy-unpickle --allow-crimes --out-shard-size 40k --no-copy-tokenizer --trust-remote-code \
+      --low-cpu-memory --random-seed 3 --num-threads 1 --write-model-card -v --quiet 2>&1)
+expect "mergekit-yaml's options are accepted" '[ -f mk_flags/model.safetensors.index.json ] && [ ! -e mk_flags/tokenizer_config.json ] && [ -f mk_flags/config.json ]'
+expect "options without effect here get a note" 'grep -q "note: --cuda ignored" <<<"$out" && grep -q "note: --trust-remote-code ignored" <<<"$out"'
+expect_failure "a malformed --out-shard-size" "out-shard-size" out8 run ta.yml out8 --out-shard-size 5GiB
+"$xmerge" run ta.yml no_card --no-write-model-card --no-progress >/dev/null
+expect "--no-write-model-card" '[ ! -e no_card/README.md ] && [ -f no_card/mergekit_config.yml ]'
+
+# passthrough: a copy, and layers stacked from slices (a frankenmerge).
+cat > copy.yml <<'YAML'
+merge_method: passthrough
+models:
+  - model: models/math
+    parameters:
+      scale:
+        - filter: mlp
+          value: 0
+        - value: 1
+YAML
+"$xmerge" run copy.yml copy_out --no-progress >/dev/null
+expect "passthrough with a scale rule" '"$xmerge" info copy_out | grep -q "model.layers.0.mlp.up_proj.weight *BF16"'
+
+# inspect: tables, JSON and a PNG heatmap.
+out=$("$xmerge" inspect models/base models/math models/code merged 2>&1)
+expect "inspect prints a table per layer" 'grep -q "cosine" <<<"$out" && grep -q "model.layers.2" <<<"$out" && grep -q "^all" <<<"$out"'
+"$xmerge" inspect models/base models/math models/code --json --plot heat.png > inspect.json
+expect "inspect --json is JSON with per-tensor and per-layer figures" 'python3 -c "import json,sys; d=json.load(open(\"inspect.json\")); sys.exit(0 if len(d[\"pairs\"]) == 1 and d[\"layers\"] and d[\"tensors\"][0][\"cosine\"] else 1)"'
+expect "inspect --plot writes a PNG" '[ "$(head -c 8 heat.png | od -An -tx1 | tr -d " \n")" = "89504e470d0a1a0a" ]'
+expect_failure "inspect needs at least one model" "models" nothing inspect models/base
 
 if "$xmerge" methods | grep -q '^ties'; then
     sed 's#build/demo/#models/#' "$repo/examples/recipes/demo-ties.yml" > demo-ties.yml

@@ -107,6 +107,10 @@ namespace
         xmerge::parameters params;
         for (const auto& [name, value] : c.at("params").items())
         {
+            if (value.is_null())
+            {
+                continue;  // an optional parameter left unset
+            }
             params.set(parameter_name(name), to_parameter(name, value));
         }
 

@@ -156,7 +156,8 @@ check("tensors   4 (4 merged, 0 copied)" in r.stdout, "the summary counts the te
 merged, meta = load_checkpoint(os.path.join(SCRATCH, "merged"))
 check(meta.get("merge_method") == "task_arithmetic", "the output names its method in the metadata")
 check(os.path.exists(os.path.join(SCRATCH, "merged", "config.json")), "config.json copied from the base")
-positions = {"model.embed_tokens.weight": 0.0, "model.layers.0.mlp.weight": 0.0, "model.layers.1.mlp.weight": 1.0, "lm_head.weight": 1.0}
+# Gradients run across the layers; outside them (embeddings and head alike) they take the first value, as mergekit plans them.
+positions = {"model.embed_tokens.weight": 0.0, "model.layers.0.mlp.weight": 0.0, "model.layers.1.mlp.weight": 1.0, "lm_head.weight": 0.0}
 for name in shape:
     base, a, b = (models[m][name] for m in ("base", "a", "b"))
     wb = 0.25 + 0.25 * positions[name]

@@ -2,6 +2,7 @@
 // missing and mismatched tensors, per-tensor parameters, whole-model
 // statistics, seeds, progress, slices, and no output on failure.
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -9,6 +10,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <xmerge/methods/builtin.hpp>
+#include <xmerge/model/architecture.hpp>
 #include <xmerge/model/merge.hpp>
 #include <xmerge/model/model.hpp>
 
@@ -199,9 +202,19 @@ TEST_CASE("layers: indices and depth positions from tensor names", "[io][merge]"
     CHECK(xmerge::find_layer("a.7.b")->renumbered("a.7.b", 31) == "a.31.b");
     CHECK(xmerge::count_layers({"x.0.w", "x.5.w", "head"}) == 6);
     CHECK(xmerge::depth_position("model.layers.2.w", 5) == 0.5);
-    CHECK(xmerge::depth_position("model.embed_tokens.weight", 5) == 0.0);
-    CHECK(xmerge::depth_position("lm_head.weight", 5) == 1.0);
     CHECK(xmerge::depth_position("model.layers.0.w", 1) == 1.0);
+    // Outside the layers mergekit evaluates gradients at t = 0, before and after the layers alike.
+    CHECK(xmerge::depth_position("model.embed_tokens.weight", 5) == 0.0);
+    CHECK(xmerge::depth_position("lm_head.weight", 5) == 0.0);
+    CHECK(xmerge::before_layers("model.embed_tokens.weight"));
+    CHECK(xmerge::before_layers("transformer.wpe.weight"));
+    CHECK_FALSE(xmerge::before_layers("lm_head.weight"));
+    // Each layer stack is counted on its own (a vision tower and a language model).
+    const auto stacks = xmerge::count_layers_by_stack({"vision.layers.0.w", "vision.layers.23.w", "text.layers.31.w", "head"});
+    CHECK(stacks.size() == 2);
+    CHECK(stacks.at("vision.layers") == 24);
+    CHECK(stacks.at("text.layers") == 32);
+    CHECK(xmerge::find_layer("text.layers.31.w")->stack("text.layers.31.w") == "text.layers");
 }
 
 TEST_CASE("merge_models: gradient and filtered parameters vary per tensor", "[io][merge]")
@@ -233,7 +246,8 @@ TEST_CASE("merge_models: gradient and filtered parameters vary per tensor", "[io
     CHECK(weights("model.layers.1.mlp.weight") == std::vector<double>{0.5, 0.0, 0.0});
     CHECK(weights("model.layers.1.attn.weight") == std::vector<double>{0.5, 0.0, 1.0});
     CHECK(weights("model.layers.2.attn.weight") == std::vector<double>{0.0, 0.0, 1.0});
-    CHECK(weights("lm_head.weight") == std::vector<double>{0.0, 0.0, 0.0});
+    // After the layers too, a gradient takes its first value (mergekit's rule).
+    CHECK(weights("lm_head.weight") == std::vector<double>{1.0, 0.0, 0.0});
     CHECK(std::get<bool>(plan.tensors[0].params.values().at("normalize")) == false);
 
     xmerge::run_merge(plan, xmerge::builtin_methods(), dir / "out");
@@ -245,17 +259,44 @@ TEST_CASE("merge_models: gradient and filtered parameters vary per tensor", "[io
     }
 }
 
-TEST_CASE("plan_merge: unknown, misplaced and missing parameters are refused up front", "[io][merge]")
+TEST_CASE("plan_merge: parameters a method does not use are ignored with a warning, or refused when strict", "[io][merge]")
+{
+    const family f(2, 1);
+    const auto registry = xmerge::builtin_methods();
+    xmerge::merge_options strict;
+    strict.strict = true;
+
+    auto spec = task_arithmetic_spec(f, 1.0);
+    spec.parameters["lamda"] = 1.0;
+    auto plan = xmerge::plan_merge(spec, registry);
+    REQUIRE(plan.warnings.size() == 1);
+    CHECK_THAT(plan.warnings[0], Catch::Contains("'lamda'") && Catch::Contains("task_arithmetic") && Catch::Contains("misspelling"));
+    CHECK_FALSE(plan.tensors[0].params.has("lamda"));
+    CHECK_THROWS_WITH(xmerge::plan_merge(spec, registry, strict), Catch::Contains("'lamda'") && Catch::Contains("not a parameter") && Catch::Contains("lambda"));
+
+    // A parameter of other methods (slerp's t): no hint of a misspelling; one warning for every place it is set.
+    spec = task_arithmetic_spec(f, 1.0);
+    spec.models[0].parameters["t"] = 0.5;
+    spec.parameters["t"] = 0.5;
+    plan = xmerge::plan_merge(spec, registry);
+    REQUIRE(plan.warnings.size() == 1);
+    CHECK_THAT(plan.warnings[0], Catch::Contains("'t'") && Catch::Contains("model1") && Catch::Contains("top level") && !Catch::Contains("misspelling"));
+
+    // A global parameter set per model: mergekit does not read it there.
+    spec = task_arithmetic_spec(f, 1.0);
+    spec.models[0].parameters["lambda"] = 2.0;
+    plan = xmerge::plan_merge(spec, registry);
+    REQUIRE(plan.warnings.size() == 1);
+    CHECK_THAT(plan.warnings[0], Catch::Contains("global parameter") && Catch::Contains("model1"));
+    CHECK(std::get<double>(plan.tensors[0].params.values().at("lambda")) == 0.5);
+    CHECK_THROWS_WITH(xmerge::plan_merge(spec, registry, strict), Catch::Contains("global parameter") && Catch::Contains("model1"));
+}
+
+TEST_CASE("plan_merge: missing parameters, unknown methods and a missing base are refused up front", "[io][merge]")
 {
     const family f(2, 1);
     const auto registry = xmerge::builtin_methods();
     auto spec = task_arithmetic_spec(f, 1.0);
-    spec.parameters["lamda"] = 1.0;
-    CHECK_THROWS_WITH(xmerge::plan_merge(spec, registry), Catch::Contains("'lamda'") && Catch::Contains("unknown parameter") && Catch::Contains("lambda"));
-    spec = task_arithmetic_spec(f, 1.0);
-    spec.models[0].parameters["lambda"] = 2.0;
-    CHECK_THROWS_WITH(xmerge::plan_merge(spec, registry), Catch::Contains("global parameter") && Catch::Contains("model1"));
-    spec = task_arithmetic_spec(f, 1.0);
     spec.models[0].parameters.clear();
     CHECK_THROWS_WITH(xmerge::plan_merge(spec, registry), Catch::Contains("'weight'") && Catch::Contains("required") && Catch::Contains("model1"));
     spec = task_arithmetic_spec(f, 1.0);
@@ -264,6 +305,25 @@ TEST_CASE("plan_merge: unknown, misplaced and missing parameters are refused up 
     spec = task_arithmetic_spec(f, 1.0);
     spec.base = nullptr;
     CHECK_THROWS_WITH(xmerge::plan_merge(spec, registry), Catch::Contains("needs a base model"));
+}
+
+TEST_CASE("plan_merge: parameters are complete, defaults from the method's declaration", "[io][merge]")
+{
+    const family f(2, 1);
+    const auto registry = xmerge::builtin_methods();
+    xmerge::merge_spec spec;
+    spec.method = "ties";
+    spec.base = &f.models[0];
+    spec.models.push_back({&f.models[1], {{"weight", 1.0}, {"density", 0.5}}, {}, {}});
+    const auto plan = xmerge::plan_merge(spec, registry);
+    for (const auto& p : registry.find("ties").parameters)
+    {
+        CHECK((plan.tensors[0].params.has(p.name) || p.optional));
+        if (p.fallback && p.name != "weight" && p.name != "density")
+        {
+            CHECK(plan.tensors[0].params.values().at(p.name) == *p.fallback);
+        }
+    }
 }
 
 TEST_CASE("run_merge: whole-model statistics, seeds and tensor names reach the method", "[io][merge]")
@@ -448,4 +508,94 @@ TEST_CASE("plan_merge: optional parameters stay absent unless set, for every mod
     plan = xmerge::plan_merge(spec, registry);
     CHECK(std::get<std::string>(plan.tensors[0].params.values().at("mode")) == "fast");
     CHECK(std::get<std::vector<double>>(plan.tensors[0].params.values().at("gain")) == std::vector<double>{2.0, 3.0});
+}
+
+TEST_CASE("merge_models: a tied checkpoint's head is its input embedding, as mergekit reads it", "[io][merge]")
+{
+    scratch_dir dir;
+    const family f(2, 1);
+    // model 0 without lm_head (tie_word_embeddings), model 1 with its own.
+    xmerge::model tied("tied");
+    for (std::size_t t = 0; t + 1 < f.names.size(); ++t)
+    {
+        tied.add(f.names[t], xmerge::as_tensor(f.values[0][t], {30, 10}, f.names[t]));
+    }
+    auto expect_mean = [&](const xmerge::model& out)
+    {
+        const auto got = read_f32(out, "lm_head.weight");
+        for (std::size_t i = 0; i < got.size(); ++i)
+        {
+            // model 0's head is its embedding (tensor 0); model 1 has lm_head (the last tensor).
+            CHECK(got[i] == Approx(0.5f * f.values[0][0][i] + 0.5f * f.values[1].back()[i]).epsilon(1e-6));
+        }
+    };
+    xmerge::merge_spec spec;
+    spec.method = "linear";
+    spec.parameters["weight"] = 1.0;
+    // The tied model as the reference: the output still gets a head, from the untied model.
+    spec.models = {{&tied, {}, {}, {}}, {&f.models[1], {}, {}, {}}};
+    xmerge::merge_models(spec, xmerge::builtin_methods(), dir / "first");
+    const xmerge::model first = xmerge::model::open(dir / "first");
+    CHECK(first.size() == f.names.size());
+    expect_mean(first);
+    // The tied model second.
+    spec.models = {{&f.models[1], {}, {}, {}}, {&tied, {}, {}, {}}};
+    xmerge::merge_models(spec, xmerge::builtin_methods(), dir / "second");
+    expect_mean(xmerge::model::open(dir / "second"));
+
+    // Every model tied: no head is written, as none has one.
+    spec.models = {{&tied, {}, {}, {}}, {&tied, {}, {}, {}}};
+    xmerge::merge_models(spec, xmerge::builtin_methods(), dir / "tied");
+    CHECK_FALSE(xmerge::model::open(dir / "tied").contains("lm_head.weight"));
+}
+
+TEST_CASE("architecture: token-indexed tensors and tied heads by name", "[io][merge]")
+{
+    CHECK(xmerge::is_vocabulary_tensor("model.embed_tokens.weight"));
+    CHECK(xmerge::is_vocabulary_tensor("lm_head.weight"));
+    CHECK(xmerge::is_vocabulary_tensor("language_model.model.embed_tokens.weight"));
+    CHECK(xmerge::is_vocabulary_tensor("transformer.wte.weight"));
+    CHECK_FALSE(xmerge::is_vocabulary_tensor("transformer.wpe.weight"));
+    CHECK_FALSE(xmerge::is_vocabulary_tensor("model.layers.0.mlp.up_proj.weight"));
+    CHECK_FALSE(xmerge::is_vocabulary_tensor("xlm_head.weight"));
+    CHECK(xmerge::tied_embeddings("lm_head.weight").front() == "model.embed_tokens.weight");
+    const auto nested = xmerge::tied_embeddings("language_model.lm_head.weight");
+    CHECK(std::find(nested.begin(), nested.end(), "language_model.model.embed_tokens.weight") != nested.end());
+    CHECK(xmerge::tied_embeddings("model.norm.weight").empty());
+}
+
+TEST_CASE("passthrough: copies and scales one model, stacks layers from slices", "[io][merge]")
+{
+    scratch_dir dir;
+    const family f(2, 2);
+    const auto registry = xmerge::builtin_methods();
+    xmerge::merge_spec spec;
+    spec.method = "passthrough";
+    spec.models.push_back({&f.models[0], {{"scale", xmerge::parameter_setting::rules({{"attn", xmerge::parameter_setting(0.0)}, {"", xmerge::parameter_setting(1.0)}})}}, {}, {}});
+    xmerge::merge_models(spec, registry, dir / "scaled");
+    const xmerge::model scaled = xmerge::model::open(dir / "scaled");
+    CHECK(read_f32(scaled, "model.layers.1.mlp.weight") == f.values[0][3]);
+    for (float v : read_f32(scaled, "model.layers.1.attn.weight"))
+    {
+        CHECK(v == 0.0f);
+    }
+
+    // Two models: refused, as mergekit's passthrough takes one input.
+    spec.models[0].parameters.clear();
+    spec.models.push_back({&f.models[1], {}, {}, {}});
+    CHECK_THROWS_WITH(xmerge::merge_models(spec, registry, dir / "two"), Catch::Contains("exactly one model"));
+    CHECK_FALSE(std::filesystem::exists(dir / "two"));
+
+    // A frankenmerge: layer 1 of each model twice.
+    spec.models.clear();
+    xmerge::merge_slice a, b;
+    a.sources.push_back({&f.models[0], {}, {}, {0, 2}});
+    b.sources.push_back({&f.models[1], {}, {}, {1, 2}});
+    spec.slices = {a, b, b};
+    const auto s = xmerge::merge_models(spec, registry, dir / "stack");
+    CHECK(s.layers == 4);
+    const xmerge::model stack = xmerge::model::open(dir / "stack");
+    CHECK(read_f32(stack, "model.layers.3.mlp.weight") == f.values[1][3]);
+    CHECK(read_f32(stack, "model.layers.2.mlp.weight") == f.values[1][3]);
+    CHECK(read_f32(stack, "model.layers.1.attn.weight") == f.values[0][4]);
 }

@@ -16,6 +16,24 @@
 
 using xmerge_test::scratch_dir;
 
+namespace
+{
+    // The message a recipe is refused with ("no error" when it parses); the error names the recipe.
+    std::string parse_error(const std::string& text)
+    {
+        try
+        {
+            xmerge::parse_recipe(text, "r.yml");
+        }
+        catch (const xmerge::parameter_error& e)
+        {
+            CHECK(e.file() == "r.yml");
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    }
+}
+
 TEST_CASE("recipe: mergekit's TIES example parses into settings", "[recipe]")
 {
     const auto r = xmerge::parse_recipe(R"(
@@ -89,21 +107,56 @@ out_dtype: bf16
     CHECK(r.out_dtype == xmerge::dtype::bfloat16);
 }
 
+TEST_CASE("recipe: tokenizer_source and tokenizer describe the output vocabulary", "[recipe]")
+{
+    auto r = xmerge::parse_recipe("merge_method: linear\nmodels:\n  - model: a\ntokenizer_source: union\nchat_template: chatml\n", "r.yml");
+    REQUIRE(r.tokenizer);
+    CHECK(r.tokenizer->source == "union");
+    CHECK(r.tokenizer->tokens.empty());
+    REQUIRE(r.ignored.size() == 1);
+    CHECK_THAT(r.ignored[0], Catch::Contains("chat_template"));
+
+    r = xmerge::parse_recipe(R"(merge_method: linear
+models:
+  - model: a
+tokenizer:
+  source: base
+  pad_to_multiple_of: 16
+  tokens:
+    _tok_10: {source: models/b, force: true}
+    _tok_20:
+      source: {kind: model_token, model: models/b, token_id: 64}
+    _tok_21:
+      source: {kind: model_token, model: a, token: "<s>"}
+    _tok_22:
+      source: {kind: zero}
+)",
+                             "r.yml");
+    REQUIRE(r.tokenizer);
+    CHECK(r.tokenizer->source == "base");
+    CHECK(r.tokenizer->pad_to_multiple_of == 16);
+    REQUIRE(r.tokenizer->tokens.size() == 4);
+    const auto& forced = r.tokenizer->tokens.at("_tok_10");
+    CHECK(forced.source == xmerge::recipe_token::kind::model);
+    CHECK(forced.model == "models/b");
+    CHECK(forced.force);
+    CHECK(r.tokenizer->tokens.at("_tok_20").token_id == 64);
+    CHECK_FALSE(r.tokenizer->tokens.at("_tok_20").force);
+    CHECK(r.tokenizer->tokens.at("_tok_21").token == "<s>");
+    CHECK(r.tokenizer->tokens.at("_tok_22").source == xmerge::recipe_token::kind::zero);
+
+    auto error = [](const std::string& tail) { return parse_error("merge_method: linear\nmodels:\n  - model: a\n" + tail); };
+    CHECK_THAT(error("tokenizer_source: union\ntokenizer: {source: base}\n"), Catch::Contains("not both"));
+    CHECK_THAT(error("tokenizer: {source: base, pad_to_multiple_of: 0}\n"), Catch::Contains("positive integer"));
+    CHECK_THAT(error("tokenizer: {sauce: base}\n"), Catch::Contains("'sauce'"));
+    CHECK_THAT(error("tokenizer: {tokens: {x: {force: true}}}\n"), Catch::Contains("tokenizer.tokens.x.source") && Catch::Contains("missing"));
+    CHECK_THAT(error("tokenizer: {tokens: {x: {source: {kind: model_token, model: a, token_id: 1, token: b}}}}\n"), Catch::Contains("exactly one"));
+    CHECK_THAT(error("tokenizer: {tokens: {x: {source: {kind: copy}}}}\n"), Catch::Contains("unknown kind 'copy'"));
+}
+
 TEST_CASE("recipe: mistakes are reported with the key and the line", "[recipe]")
 {
-    auto error = [](const std::string& text)
-    {
-        try
-        {
-            xmerge::parse_recipe(text, "r.yml");
-        }
-        catch (const xmerge::parameter_error& e)
-        {
-            CHECK(e.file() == "r.yml");
-            return std::string(e.what());
-        }
-        return std::string("no error");
-    };
+    const auto& error = parse_error;
     CHECK_THAT(error("merge_method: linear\nmodels:\n  - model: a\nmerge_methd: x\n"), Catch::Contains("'merge_methd'") && Catch::Contains("line 4"));
     CHECK_THAT(error("models:\n  - model: a\n"), Catch::Contains("merge_method") && Catch::Contains("missing"));
     CHECK_THAT(error("merge_method: linear\n"), Catch::Contains("needs either a non-empty 'models' list or 'slices'"));

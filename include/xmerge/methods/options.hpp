@@ -90,6 +90,9 @@ namespace xmerge
          */
         option_set& per_model(std::vector<double> Options::*member, std::string name, std::string help);
 
+        /// One number per model (or one for all), absent unless given.
+        option_set& per_model(std::optional<std::vector<double>> Options::*member, std::string name, std::string help);
+
         /// `name` accepted instead of the parameter `target`, and used when both are given.
         option_set& alias(std::string name, std::string target);
 
@@ -294,6 +297,13 @@ namespace xmerge
         }
         const bool required = d.empty();
         return add({std::move(name), parameter_scope::per_model, std::move(fallback), std::move(help)}, required,
+                   [member](Options& o, const parameters& given, const std::string& as, std::size_t models) { o.*member = given.per_model(as, models); });
+    }
+
+    template <class Options>
+    inline option_set<Options>& option_set<Options>::per_model(std::optional<std::vector<double>> Options::*member, std::string name, std::string help)
+    {
+        return add({std::move(name), parameter_scope::per_model, std::nullopt, std::move(help), true}, false,
                    [member](Options& o, const parameters& given, const std::string& as, std::size_t models) { o.*member = given.per_model(as, models); });
     }
 

@@ -5,6 +5,7 @@
 #ifndef XMERGE_RECIPE_BIND_HPP
 #define XMERGE_RECIPE_BIND_HPP
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -16,8 +17,11 @@
 #include "../core/error.hpp"
 #include "../methods/registry.hpp"
 #include "../model/merge.hpp"
+#include "../model/architecture.hpp"
 #include "../model/model.hpp"
+#include "../model/vocabulary.hpp"
 #include "recipe.hpp"
+#include "vocabulary_merge.hpp"
 
 /**
  * @file
@@ -28,6 +32,18 @@
 
 namespace xmerge
 {
+    /// Choices of the command line that change how a recipe binds.
+    struct bind_options
+    {
+        /**
+         * Cut token-indexed tensors (embeddings, heads) to the smallest
+         * vocabulary among the models, keeping token ids as they are
+         * (mergekit's --unsafe-truncate-embeddings). Only sound when the
+         * models agree on those ids.
+         */
+        bool truncate_vocabulary = false;
+    };
+
     /**
      * A recipe whose checkpoints are open.
      *
@@ -41,7 +57,7 @@ namespace xmerge
     class recipe_merge
     {
     public:
-        recipe_merge(const recipe& r, const method_registry& registry);
+        recipe_merge(const recipe& r, const method_registry& registry, const bind_options& options = {});
         recipe_merge(const recipe_merge&) = delete;
         recipe_merge& operator=(const recipe_merge&) = delete;
 
@@ -52,6 +68,8 @@ namespace xmerge
         const model& reference() const noexcept { return *m_reference; }
         /// Output dtype the recipe asks for (out_dtype, else dtype), if any.
         std::optional<dtype> out_dtype() const noexcept { return m_out_dtype; }
+        /// The merged vocabulary, when the recipe builds one (tokenizer_source, tokenizer).
+        const merged_vocabulary* vocabulary() const noexcept { return m_vocabulary ? &*m_vocabulary : nullptr; }
         /// Total bytes of the distinct checkpoints opened.
         std::size_t input_bytes() const noexcept;
 
@@ -65,7 +83,11 @@ namespace xmerge
         const model* m_base = nullptr;
         const model* m_reference = nullptr;
         std::optional<dtype> m_out_dtype;
+        std::optional<merged_vocabulary> m_vocabulary;
     };
+
+    /// Token rows of every model cut to the smallest vocabulary among them, ids unchanged.
+    inline std::shared_ptr<const vocabulary_alignment> truncated_vocabulary(const std::vector<const model*>& models);
 
     /********************
      * Implementation   *
@@ -109,7 +131,7 @@ namespace xmerge
         return s;
     }
 
-    inline recipe_merge::recipe_merge(const recipe& r, const method_registry& registry) : m_recipe_path(r.path)
+    inline recipe_merge::recipe_merge(const recipe& r, const method_registry& registry, const bind_options& options) : m_recipe_path(r.path)
     {
         const method_info& info = registry.find(r.merge_method);
         m_spec.method = r.merge_method;
@@ -166,6 +188,77 @@ namespace xmerge
         }
         m_spec.base = m_base;
         m_reference = m_base ? m_base : (!m_spec.models.empty() ? m_spec.models.front().source : m_spec.slices.front().sources.front().source);
+        if (r.tokenizer || options.truncate_vocabulary)
+        {
+            // mergekit's order of the inputs: as listed, the base last when it is not listed.
+            std::vector<const model*> order;
+            auto add = [&](const std::string& path)
+            {
+                const model* m = open(path, "model");
+                if (std::find(order.begin(), order.end(), m) == order.end())
+                {
+                    order.push_back(m);
+                }
+            };
+            for (const auto& m : r.models)
+            {
+                add(m.model);
+            }
+            for (const auto& s : r.slices)
+            {
+                for (const auto& src : s.sources)
+                {
+                    add(src.model);
+                }
+            }
+            if (m_base)
+            {
+                add(r.base_model);
+            }
+            if (r.tokenizer && options.truncate_vocabulary)
+            {
+                throw parameter_error("", "tokenizer_source", "a merged vocabulary and truncated embeddings exclude each other", r.path);
+            }
+            if (r.tokenizer)
+            {
+                m_vocabulary = merge_vocabularies(*r.tokenizer, m_base, order, [this](const std::string& path, const std::string& role) { return open(path, role); });
+                m_spec.vocabulary = m_vocabulary->alignment;
+            }
+            else
+            {
+                m_spec.vocabulary = truncated_vocabulary(order);
+            }
+        }
+    }
+
+    inline std::shared_ptr<const vocabulary_alignment> truncated_vocabulary(const std::vector<const model*>& models)
+    {
+        auto a = std::make_shared<vocabulary_alignment>();
+        bool first = true;
+        for (const model* m : models)
+        {
+            for (const auto& t : m->tensors())
+            {
+                if (is_vocabulary_tensor(t.name) && !t.shape.empty())
+                {
+                    const auto rows = static_cast<std::size_t>(t.shape[0]);
+                    a->tokens = first ? rows : std::min(a->tokens, rows);
+                    first = false;
+                }
+            }
+        }
+        a->rows = a->tokens;
+        a->order = models;
+        for (const model* m : models)
+        {
+            std::vector<std::int64_t> rows(a->tokens);
+            for (std::size_t i = 0; i < rows.size(); ++i)
+            {
+                rows[i] = static_cast<std::int64_t>(i);
+            }
+            a->rows_of[m] = std::move(rows);
+        }
+        return a;
     }
 
     inline std::size_t recipe_merge::input_bytes() const noexcept

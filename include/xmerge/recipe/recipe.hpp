@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -55,6 +56,34 @@ namespace xmerge
         std::map<std::string, parameter_setting> parameters;
     };
 
+    /// How the row of one token is filled (a recipe's `tokenizer: tokens:` entry).
+    struct recipe_token
+    {
+        enum class kind
+        {
+            model,        ///< the token's row in `model`
+            model_token,  ///< row `token_id` of `model`, or the row of token `token` there
+            zero          ///< zeros
+        };
+        kind source = kind::model;
+        std::string model;
+        std::optional<std::int64_t> token_id;
+        std::string token;
+        /// Replace every model's row, not only those of models lacking the token.
+        bool force = false;
+    };
+
+    /// The tokenizer of the output and how embeddings are laid out on it (`tokenizer_source` or `tokenizer`).
+    struct recipe_tokenizer
+    {
+        /// "union", "base", or the path of a model whose tokenizer is used.
+        std::string source = "union";
+        /// Per-token rules, by token; a token not in the vocabulary is added.
+        std::map<std::string, recipe_token> tokens;
+        /// Round the embedding rows up to a multiple of this (0: none).
+        std::size_t pad_to_multiple_of = 0;
+    };
+
     /// A parsed recipe.
     struct recipe
     {
@@ -69,6 +98,8 @@ namespace xmerge
         /// mergekit's computation dtype; xmerge computes in float32 and uses it as the output dtype when out_dtype is absent.
         std::optional<dtype> compute_dtype;
         std::optional<dtype> out_dtype;
+        /// Set when the output's vocabulary is built from the models' tokenizers.
+        std::optional<recipe_tokenizer> tokenizer;
         /// Keys accepted for compatibility that change nothing here, with why.
         std::vector<std::string> ignored;
     };
@@ -428,9 +459,21 @@ namespace xmerge
                         }
                         (k == "dtype" ? r.compute_dtype : r.out_dtype) = d;
                     }
-                    else if (k == "tokenizer_source" || k == "tokenizer" || k == "chat_template")
+                    else if (k == "tokenizer_source" || k == "tokenizer")
                     {
-                        r.ignored.push_back(k + ": tokenizers are not rebuilt; the base model's tokenizer files are copied");
+                        if (v.IsNull())
+                        {
+                            continue;
+                        }
+                        if (r.tokenizer)
+                        {
+                            fail(v, k, "give tokenizer_source or tokenizer, not both");
+                        }
+                        r.tokenizer = k == "tokenizer" ? tokenizer(v) : recipe_tokenizer{text(v, k), {}, 0};
+                    }
+                    else if (k == "chat_template")
+                    {
+                        r.ignored.push_back(k + ": chat templates are not set; the tokenizer's own template is kept");
                     }
                     else if (k == "name")
                     {
@@ -442,7 +485,7 @@ namespace xmerge
                     }
                     else
                     {
-                        fail(kv.first, k, "unknown key (expected merge_method, base_model, models, slices, parameters, dtype, out_dtype)");
+                        fail(kv.first, k, "unknown key (expected merge_method, base_model, models, slices, parameters, dtype, out_dtype, tokenizer_source, tokenizer)");
                     }
                 }
                 if (r.merge_method.empty())
@@ -459,6 +502,142 @@ namespace xmerge
                     r.ignored.push_back("int8_mask: masks are never stored here");
                 }
                 return r;
+            }
+
+            recipe_tokenizer tokenizer(const YAML::Node& n) const
+            {
+                if (!n.IsMap())
+                {
+                    fail(n, "tokenizer", "must be a mapping with source, tokens, pad_to_multiple_of");
+                }
+                recipe_tokenizer t;
+                for (const auto& kv : n)
+                {
+                    const std::string k = kv.first.Scalar();
+                    if (k == "source")
+                    {
+                        t.source = text(kv.second, "tokenizer.source");
+                    }
+                    else if (k == "pad_to_multiple_of")
+                    {
+                        if (kv.second.IsNull())
+                        {
+                            continue;
+                        }
+                        const parameter_value v = scalar(kv.second, "tokenizer.pad_to_multiple_of");
+                        const double* d = std::get_if<double>(&v);
+                        if (d == nullptr || *d < 1 || *d != std::floor(*d) || *d > 1e9)
+                        {
+                            fail(kv.second, "tokenizer.pad_to_multiple_of", "must be a positive integer");
+                        }
+                        t.pad_to_multiple_of = static_cast<std::size_t>(*d);
+                    }
+                    else if (k == "tokens")
+                    {
+                        if (kv.second.IsNull())
+                        {
+                            continue;
+                        }
+                        if (!kv.second.IsMap())
+                        {
+                            fail(kv.second, "tokenizer.tokens", "must map tokens to {source, force}");
+                        }
+                        for (const auto& e : kv.second)
+                        {
+                            t.tokens[e.first.Scalar()] = token_rule(e.second, e.first.Scalar());
+                        }
+                    }
+                    else
+                    {
+                        fail(kv.first, k, "unknown key in tokenizer (expected source, tokens, pad_to_multiple_of)");
+                    }
+                }
+                return t;
+            }
+
+            recipe_token token_rule(const YAML::Node& n, const std::string& token) const
+            {
+                const std::string key = "tokenizer.tokens." + token;
+                if (!n.IsMap())
+                {
+                    fail(n, key, "must be a mapping with source and force");
+                }
+                recipe_token t;
+                bool has_source = false;
+                for (const auto& kv : n)
+                {
+                    const std::string k = kv.first.Scalar();
+                    if (k == "force")
+                    {
+                        const parameter_value v = scalar(kv.second, key + ".force");
+                        if (!std::holds_alternative<bool>(v))
+                        {
+                            fail(kv.second, key + ".force", "must be true or false");
+                        }
+                        t.force = std::get<bool>(v);
+                    }
+                    else if (k == "source")
+                    {
+                        has_source = true;
+                        const YAML::Node src = kv.second;
+                        if (src.IsScalar())
+                        {
+                            t.source = recipe_token::kind::model;
+                            t.model = src.Scalar();
+                            continue;
+                        }
+                        if (!src.IsMap() || !src["kind"])
+                        {
+                            fail(src, key + ".source", "must be a model, {kind: zero} or {kind: model_token, model, token_id | token}");
+                        }
+                        const std::string kind = text(src["kind"], key + ".source.kind");
+                        if (kind == "zero")
+                        {
+                            t.source = recipe_token::kind::zero;
+                        }
+                        else if (kind == "model_token")
+                        {
+                            t.source = recipe_token::kind::model_token;
+                            if (!src["model"])
+                            {
+                                fail(src, key + ".source.model", "missing");
+                            }
+                            t.model = text(src["model"], key + ".source.model");
+                            if (src["token_id"].IsDefined() == src["token"].IsDefined())
+                            {
+                                fail(src, key + ".source", "give exactly one of token_id and token");
+                            }
+                            if (src["token_id"])
+                            {
+                                try
+                                {
+                                    t.token_id = src["token_id"].as<std::int64_t>();
+                                }
+                                catch (const YAML::Exception&)
+                                {
+                                    fail(src["token_id"], key + ".source.token_id", "must be an integer");
+                                }
+                            }
+                            else
+                            {
+                                t.token = text(src["token"], key + ".source.token");
+                            }
+                        }
+                        else
+                        {
+                            fail(src["kind"], key + ".source.kind", "unknown kind '" + kind + "' (zero or model_token)");
+                        }
+                    }
+                    else
+                    {
+                        fail(kv.first, k, "unknown key in a token rule (expected source, force)");
+                    }
+                }
+                if (!has_source)
+                {
+                    fail(n, key + ".source", "missing");
+                }
+                return t;
             }
 
             recipe_slice slice(const YAML::Node& n) const

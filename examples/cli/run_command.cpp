@@ -1,0 +1,154 @@
+// xmerge run and xmerge methods: recipes through the method registry.
+
+#include <csignal>
+#include <cstdio>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <variant>
+
+#include <xmerge/methods/builtin.hpp>
+#include <xmerge/recipe/recipe_job.hpp>
+
+#include "commands.hpp"
+#include "format.hpp"
+#include "progress.hpp"
+
+namespace xmerge_cli
+{
+    namespace
+    {
+        // Ctrl-C or a termination request: the merge stops at the next tensor and
+        // unwinds, so the staging directory is removed; a second signal kills at once.
+        volatile std::sig_atomic_t stop_requested = 0;
+
+        extern "C" void request_stop(int sig)
+        {
+            stop_requested = 1;
+            std::signal(sig, SIG_DFL);
+        }
+
+        xmerge::tensor_rule parse_rule(const std::string& s, const char* option)
+        {
+            if (s == "error")
+            {
+                return xmerge::tensor_rule::error;
+            }
+            if (s == "copy-base" || s == "copy_base")
+            {
+                return xmerge::tensor_rule::copy_base;
+            }
+            throw xmerge::parameter_error("", option, "must be 'error' or 'copy-base', got '" + s + "'");
+        }
+
+        std::string value_text(const xmerge::parameter_value& v)
+        {
+            if (const double* d = std::get_if<double>(&v))
+            {
+                std::ostringstream s;
+                s << *d;
+                return s.str();
+            }
+            if (const bool* b = std::get_if<bool>(&v))
+            {
+                return *b ? "true" : "false";
+            }
+            if (const std::string* s = std::get_if<std::string>(&v))
+            {
+                return "\"" + *s + "\"";
+            }
+            return "[list]";
+        }
+    }
+
+    int run(const run_args& a)
+    {
+        for (const auto& note : a.ignored)
+        {
+            std::fprintf(stderr, "xmerge: note: %s\n", note.c_str());
+        }
+        const xmerge::method_registry registry = xmerge::builtin_methods();
+        xmerge::recipe_job_options o;
+        o.merge.threads = a.threads;
+        o.merge.seed = a.seed;
+        o.merge.strict = a.strict;
+        o.merge.on_missing = parse_rule(a.on_missing, "--on-missing");
+        o.merge.on_mismatch = parse_rule(a.on_mismatch, "--on-mismatch");
+        o.merge.output.max_shard_bytes = a.shard_bytes;
+        o.merge.output.overwrite = a.overwrite;
+        o.merge.output.sync = a.sync;
+        if (!a.out_dtype.empty())
+        {
+            o.out_dtype = xmerge::parse_dtype(a.out_dtype);
+            if (!o.out_dtype)
+            {
+                throw xmerge::parameter_error("", "--out-dtype", "unknown dtype '" + a.out_dtype + "' (float32, bfloat16 or float16)");
+            }
+        }
+        o.bind.truncate_vocabulary = a.truncate_vocabulary;
+        o.copy_files = !a.no_copy_files;
+        o.copy_tokenizer = a.copy_tokenizer;
+        o.model_card = a.model_card;
+
+        // Everything is checked before anything is written.
+        xmerge::recipe_job job(a.recipe, a.out_dir, registry, o);
+        for (const auto& warning : job.warnings())
+        {
+            std::fprintf(stderr, "xmerge: warning: %s\n", warning.c_str());
+        }
+        for (const auto& note : job.notes())
+        {
+            std::fprintf(stderr, "xmerge: note: %s\n", note.c_str());
+        }
+        const xmerge::merge_plan& plan = job.plan();
+        if (a.dry_run)
+        {
+            std::size_t merged = 0;
+            for (const auto& t : plan.tensors)
+            {
+                merged += t.what == xmerge::planned_tensor::action::merge;
+            }
+            std::printf("plan: %zu tensors (%zu merged, %zu copied), %zu layers; nothing written\n", plan.tensors.size(), merged, plan.tensors.size() - merged,
+                        plan.layers);
+            return 0;
+        }
+
+        progress_bar bar(!a.no_progress);
+        std::signal(SIGINT, request_stop);
+        std::signal(SIGTERM, request_stop);
+        const xmerge::merge_summary s = job.run(
+            [&bar](const xmerge::merge_progress& p)
+            {
+                if (stop_requested)
+                {
+                    throw std::runtime_error("interrupted; nothing was written");
+                }
+                bar(p);
+            });
+
+        const double moved = static_cast<double>(s.bytes_read + s.bytes_written);
+        std::printf("xmerge: %s merge written to %s\n", job.parsed().merge_method.c_str(), a.out_dir.c_str());
+        std::printf("  tensors   %zu (%zu merged, %zu copied) in %zu shard%s\n", s.tensors, s.merged, s.copied, s.shards, s.shards == 1 ? "" : "s");
+        std::printf("  read      %s\n", bytes(static_cast<double>(s.bytes_read)).c_str());
+        std::printf("  written   %s\n", bytes(static_cast<double>(s.bytes_written)).c_str());
+        std::printf("  time      %.3f s\n", s.seconds);
+        std::printf("  speed     %s (read + written)\n", rate(s.seconds > 0 ? moved / s.seconds : 0.0).c_str());
+        return 0;
+    }
+
+    int methods()
+    {
+        const xmerge::method_registry registry = xmerge::builtin_methods();
+        for (const auto& name : registry.names())
+        {
+            const auto& m = registry.find(name);
+            std::printf("%s%s\n    %s\n", name.c_str(), m.needs_base ? "  (needs base_model)" : "", m.summary.c_str());
+            for (const auto& p : m.parameters)
+            {
+                std::printf("    %-12s %-9s %-10s %s\n", p.name.c_str(), p.scope == xmerge::parameter_scope::per_model ? "per-model" : "global",
+                            p.fallback ? value_text(*p.fallback).c_str() : (p.optional ? "optional" : "required"), p.help.c_str());
+            }
+        }
+        return 0;
+    }
+}
