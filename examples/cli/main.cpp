@@ -7,6 +7,9 @@
 //   xmerge reshard CHECKPOINT OUT_DIR        rewrite a checkpoint (new shard size or dtype)
 //   xmerge make-demo DIR                     small synthetic base + fine-tunes
 //   xmerge io-floor OUT_FILE INPUT...        time to only read inputs and write an output
+//   xmerge lora fold BASE ADAPTER OUT_DIR     PEFT LoRA/DoRA adapters (with the lora component):
+//   xmerge lora extract BASE TUNED OUT_DIR    fold into a model, extract from a fine-tune,
+//   xmerge lora merge BASE OUT_DIR ADAPTER... merge into an adapter or a model
 
 #include <cstdio>
 #include <exception>
@@ -175,6 +178,55 @@ int main(int argc, char** argv)
     floor_cmd->add_option("--write-size", floor_size, "bytes to write, e.g. 1GiB")->required();
     floor_cmd->add_option("-j,--threads", floor_threads, "threads (0: all)");
 
+#if XMERGE_WITH_LORA
+    xmerge_cli::lora_args la;
+    std::string lora_shard = "5GB", lora_input;
+    CLI::App* lora_cmd = app.add_subcommand("lora", "PEFT LoRA/DoRA adapters: fold into a model, extract from a fine-tune, merge");
+    lora_cmd->require_subcommand(1);
+    auto out_dir = [&](CLI::App* c) { c->add_option("out_dir", la.out_dir, "output directory (must not exist or be empty, unless --overwrite)")->required(); };
+    auto common = [&](CLI::App* c)
+    {
+        c->add_option("-j,--threads", la.threads, "threads (0: every hardware thread)");
+        c->add_option("--out-dtype", la.out_dtype, "dtype of the written tensors: float32, bfloat16 or float16");
+        c->add_flag("--overwrite", la.overwrite, "replace a non-empty OUT_DIR once complete");
+        c->add_flag("--no-progress", la.no_progress, "no progress bar");
+    };
+    auto factoring = [&](CLI::App* c)
+    {
+        c->add_option("-r,--rank", la.rank, "rank of every factored update");
+        c->add_option("--energy", la.energy, "smallest rank keeping this fraction of each update's squared Frobenius norm, in (0, 1]");
+        c->add_option("--max-rank", la.max_rank, "upper bound on --energy's rank");
+        c->add_flag("--randomized", la.randomized, "randomized SVD (a sketch of --rank or --max-rank columns) instead of a full SVD");
+        c->add_option("--seed", la.seed, "seed of --randomized and of DARE")->capture_default_str();
+    };
+    CLI::App* fold_cmd = lora_cmd->add_subcommand("fold", "Fold an adapter into its base model: W + scale B A (DoRA: magnitude-normalized)");
+    fold_cmd->add_option("base", la.base, "base checkpoint")->required();
+    fold_cmd->add_option("adapter", lora_input, "PEFT adapter directory")->required();
+    out_dir(fold_cmd);
+    common(fold_cmd);
+    fold_cmd->add_option("--shard-size", lora_shard, "largest output shard")->capture_default_str();
+    CLI::App* extract_cmd = lora_cmd->add_subcommand("extract", "Extract a LoRA adapter from a fine-tune: truncated SVD of each 2-D update");
+    extract_cmd->add_option("base", la.base, "base checkpoint")->required();
+    extract_cmd->add_option("finetuned", lora_input, "fine-tuned checkpoint")->required();
+    out_dir(extract_cmd);
+    common(extract_cmd);
+    factoring(extract_cmd);
+    extract_cmd->add_flag("--embeddings-as-lora", la.embeddings_as_lora, "factor embedding updates too (by default they are saved in full)");
+    extract_cmd->add_flag("--fan-in-fan-out", la.fan_in_fan_out, "the model stores weights as (in, out), as GPT-2's Conv1D");
+    CLI::App* lmerge_cmd = lora_cmd->add_subcommand("merge", "Merge adapters of one base: into an adapter (re-factored) or into the model");
+    lmerge_cmd->add_option("base", la.base, "base checkpoint the adapters were trained on")->required();
+    out_dir(lmerge_cmd);
+    lmerge_cmd->add_option("adapters", la.inputs, "PEFT adapter directories")->required();
+    common(lmerge_cmd);
+    factoring(lmerge_cmd);
+    lmerge_cmd->add_option("--method", la.method, "linear, ties, dare_linear or dare_ties, on the updates scale B A")->capture_default_str();
+    lmerge_cmd->add_option("--weights", la.weights, "one weight per adapter (default: equal weights summing to 1)");
+    lmerge_cmd->add_option("--densities", la.densities, "ties/dare: fraction of each update kept, one per adapter");
+    lmerge_cmd->add_option("--lambda", la.lambda, "scale of the merged update")->capture_default_str();
+    lmerge_cmd->add_option("--to", la.to, "adapter (factored again to --rank/--energy) or model (folded into BASE)")->capture_default_str();
+    lmerge_cmd->add_option("--shard-size", lora_shard, "largest output shard (--to model)")->capture_default_str();
+#endif
+
     CLI11_PARSE(app, argc, argv);
 
     try
@@ -200,6 +252,18 @@ int main(int argc, char** argv)
         {
             return xmerge_cli::inspect(ia);
         }
+#if XMERGE_WITH_LORA
+        if (lora_cmd->parsed())
+        {
+            la.command = fold_cmd->parsed() ? "fold" : extract_cmd->parsed() ? "extract" : "merge";
+            if (la.command != "merge")
+            {
+                la.inputs = {lora_input};
+            }
+            la.shard_bytes = xmerge_cli::parse_size(lora_shard);
+            return xmerge_cli::lora(la);
+        }
+#endif
         if (info_cmd->parsed())
         {
             return info(info_path);

@@ -31,11 +31,15 @@ namespace xmerge_cli
             run.add_flag("--write-model-card,!--no-write-model-card", a.model_card, "write README.md describing the merge (default)")->group(group);
             run.add_flag("--unsafe-truncate-embeddings", a.truncate_vocabulary, "cut embeddings and heads to the smallest vocabulary, token ids unchanged")->group(group);
             run.add_flag("--quiet", m_quiet, "no progress bar")->group(group);
+            run.add_option("--lora-merge-cache", a.lora_cache, "keep the models that MODEL+ADAPTER references fold to in this directory, for later runs")
+                ->group(group);
+            run.add_option("--lora-merge-dtype", a.lora_dtype, "dtype of folded MODEL+ADAPTER models: float32 (default), bfloat16 or float16")
+                ->capture_default_str()
+                ->group(group);
 
             // Accepted and not acted on, with why (for the note); "=" marks an option taking a value.
             const std::string gpu = "xmerge computes on the CPU, streaming tensors from memory-mapped files";
             const std::string streaming = "tensors are evaluated straight into the output file";
-            const std::string no_lora = "LoRA references are not supported";
             const std::vector<std::pair<std::string, std::string>> accepted = {
                 {"--cuda,!--no-cuda", gpu},
                 {"--low-cpu-memory,!--no-low-cpu-memory", "resident memory is a small working set already"},
@@ -52,8 +56,6 @@ namespace xmerge_cli
                 {"=--device", gpu},
                 {"=--write-threads", streaming},
                 {"=--transformers-cache", "models are local paths"},
-                {"=--lora-merge-cache", no_lora},
-                {"=--lora-merge-dtype", no_lora},
             };
             for (const auto& [spelling, why] : accepted)
             {

@@ -2,6 +2,8 @@
 
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -9,6 +11,11 @@
 
 #include <xmerge/methods/builtin.hpp>
 #include <xmerge/recipe/recipe_job.hpp>
+#if XMERGE_WITH_LORA
+#include <unistd.h>
+
+#include <xmerge/lora/fold_cache.hpp>
+#endif
 
 #include "commands.hpp"
 #include "format.hpp"
@@ -59,6 +66,38 @@ namespace xmerge_cli
             }
             return "[list]";
         }
+
+        void stop_if_requested()
+        {
+            if (stop_requested)
+            {
+                throw std::runtime_error("interrupted; nothing was written");
+            }
+        }
+
+#if XMERGE_WITH_LORA
+        // MODEL+ADAPTER references: folded once each, into --lora-merge-cache
+        // (kept) or a hidden directory next to OUT_DIR (removed at exit).
+        std::unique_ptr<xmerge::lora::fold_cache> adapter_folds(const run_args& a)
+        {
+            xmerge::lora::fold_cache_options o;
+            o.threads = a.threads;
+            o.out_dtype = xmerge::parse_dtype(a.lora_dtype);
+            if (!o.out_dtype)
+            {
+                throw xmerge::parameter_error("", "--lora-merge-dtype", "unknown dtype '" + a.lora_dtype + "' (float32, bfloat16 or float16)");
+            }
+            o.progress = [](const xmerge::merge_progress&) { stop_if_requested(); };
+            if (!a.lora_cache.empty())
+            {
+                return std::make_unique<xmerge::lora::fold_cache>(a.lora_cache, false, o);
+            }
+            const std::filesystem::path out = std::filesystem::absolute(a.out_dir).lexically_normal();
+            const std::string name = "." + (out.filename().empty() ? out.parent_path().filename() : out.filename()).string() + ".adapters-" + std::to_string(::getpid());
+            const std::filesystem::path parent = out.filename().empty() ? out.parent_path().parent_path() : out.parent_path();
+            return std::make_unique<xmerge::lora::fold_cache>((parent / name).string(), true, o);
+        }
+#endif
     }
 
     int run(const run_args& a)
@@ -86,11 +125,28 @@ namespace xmerge_cli
             }
         }
         o.bind.truncate_vocabulary = a.truncate_vocabulary;
+#if XMERGE_WITH_LORA
+        std::unique_ptr<xmerge::lora::fold_cache> folds;
+        o.bind.fold_adapter = [&](const std::string& model, const std::string& adapter)
+        {
+            if (!folds)
+            {
+                folds = adapter_folds(a);
+            }
+            const std::size_t before = folds->folds();
+            std::string path = folds->folded(model, adapter);
+            std::fprintf(stderr, "xmerge: %s %s into %s: %s\n", folds->folds() > before ? "folded" : "reused the fold of", adapter.c_str(), model.c_str(),
+                         path.c_str());
+            return path;
+        };
+#endif
         o.copy_files = !a.no_copy_files;
         o.copy_tokenizer = a.copy_tokenizer;
         o.model_card = a.model_card;
 
-        // Everything is checked before anything is written.
+        std::signal(SIGINT, request_stop);
+        std::signal(SIGTERM, request_stop);
+        // Everything is checked before anything is written (adapters are folded here).
         xmerge::recipe_job job(a.recipe, a.out_dir, registry, o);
         for (const auto& warning : job.warnings())
         {
@@ -114,15 +170,10 @@ namespace xmerge_cli
         }
 
         progress_bar bar(!a.no_progress);
-        std::signal(SIGINT, request_stop);
-        std::signal(SIGTERM, request_stop);
         const xmerge::merge_summary s = job.run(
             [&bar](const xmerge::merge_progress& p)
             {
-                if (stop_requested)
-                {
-                    throw std::runtime_error("interrupted; nothing was written");
-                }
+                stop_if_requested();
                 bar(p);
             });
 

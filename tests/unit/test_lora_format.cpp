@@ -306,7 +306,9 @@ TEST_CASE("bad adapters are refused naming the file and the tensor", "[lora][for
         CHECK_THAT(error_of([] { lora::parse_adapter_config("{\"r\": -4}", "c.json"); }), Catch::Contains("'r'"));
         CHECK_THAT(error_of([] { lora::parse_adapter_config("{\"r\": 4,", "c.json"); }), Catch::Contains("JSON"));
         CHECK_THAT(error_of([] { lora::parse_adapter_config("{\"rank_pattern\": {\"(q\": 2}}", "c.json"); }), Catch::Contains("rank_pattern"));
-        CHECK_THAT(error_of([] { lora::adapter::open("/nonexistent/adapter"); }), Catch::Contains("adapter_config.json"));
+        CHECK_THAT(error_of([] { lora::adapter::open("/nonexistent/adapter"); }), Catch::Contains("/nonexistent/adapter") && Catch::Contains("no such adapter"));
+        xmerge_test::scratch_dir dir;
+        CHECK_THAT(error_of([&] { lora::adapter::open(dir.path().string()); }), Catch::Contains("adapter_config.json"));
     }
 }
 

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -161,7 +162,7 @@ TEST_CASE("recipe: mistakes are reported with the key and the line", "[recipe]")
     CHECK_THAT(error("models:\n  - model: a\n"), Catch::Contains("merge_method") && Catch::Contains("missing"));
     CHECK_THAT(error("merge_method: linear\n"), Catch::Contains("needs either a non-empty 'models' list or 'slices'"));
     CHECK_THAT(error("merge_method: linear\nmodels:\n  - model: a\ndtype: float8\n"), Catch::Contains("unknown dtype 'float8'"));
-    CHECK_THAT(error("merge_method: linear\nmodels:\n  - model: a+lora\n"), Catch::Contains("LoRA"));
+    CHECK_THAT(error("merge_method: linear\nmodels:\n  - model: a+lora\n"), Catch::Equals("no error"));  // folded when bound
     CHECK_THAT(error("merge_method: linear\nmodels:\n  - model: a\n    weight: 1\n"), Catch::Contains("'weight'") && Catch::Contains("unknown key in a model entry"));
     CHECK_THAT(error("merge_method: linear\nmodels:\n  - model: a\nparameters:\n  w: [1, {filter: x, value: 2}]\n"), Catch::Contains("only values or only"));
     CHECK_THAT(error("merge_method: linear\nmodels:\n  - model: a\nparameters:\n  w: [{filter: x, valu: 2}]\n"), Catch::Contains("unknown key 'valu'"));
@@ -205,6 +206,47 @@ TEST_CASE("recipe_merge: opens each checkpoint once and tells the base from the 
     CHECK_THROWS_WITH(xmerge::recipe_merge(xmerge::parse_recipe(unknown, "r.yml"), registry), Catch::Contains("unknown method 'frobnicate'"));
     const std::string only_base = "merge_method: task_arithmetic\nbase_model: " + (dir / "base") + "\nmodels:\n  - model: " + (dir / "base") + "\n";
     CHECK_THROWS_WITH(xmerge::recipe_merge(xmerge::parse_recipe(only_base, "r.yml"), registry), Catch::Contains("besides the base"));
+}
+
+TEST_CASE("recipe_merge: MODEL+ADAPTER references go through bind_options::fold_adapter", "[recipe]")
+{
+    CHECK_FALSE(xmerge::split_adapter_reference("models/base"));
+    const auto split = xmerge::split_adapter_reference("models/base+adapters/math");
+    REQUIRE(split);
+    CHECK(split->model == "models/base");
+    CHECK(split->adapter == "adapters/math");
+    for (const char* bad : {"+adapter", "model+", "a+b+c"})
+    {
+        CHECK_THROWS_WITH(xmerge::split_adapter_reference(bad, "r.yml"), Catch::Contains("MODEL+ADAPTER") && Catch::Contains(bad));
+    }
+
+    scratch_dir dir;
+    const std::vector<float> v = {1, 2, 3, 4}, w = {3, 4, 5, 6};
+    for (const auto& [name, values] : {std::pair{"base", v}, std::pair{"folded", w}, std::pair{"odd+name", w}})
+    {
+        std::filesystem::create_directories(dir / name);
+        xmerge::io::save_safetensors(dir / (std::string(name) + "/model.safetensors"), {xmerge::as_tensor(values, "w")});
+    }
+    // A directory whose name holds a '+' is a plain model.
+    CHECK_FALSE(xmerge::split_adapter_reference(dir / "odd+name"));
+
+    const std::string text = "merge_method: linear\nmodels:\n  - model: " + (dir / "base") + "\n  - model: " + (dir / "base") + "+" + (dir / "adapter")
+                             + "\nparameters: {weight: 1}\n";
+    const auto registry = xmerge::builtin_methods();
+    CHECK_THROWS_WITH(xmerge::recipe_merge(xmerge::parse_recipe(text, "r.yml"), registry), Catch::Contains("fold_adapter") && Catch::Contains("r.yml"));
+
+    std::vector<std::pair<std::string, std::string>> calls;
+    xmerge::bind_options o;
+    o.fold_adapter = [&](const std::string& model, const std::string& adapter)
+    {
+        calls.emplace_back(model, adapter);
+        return dir / "folded";
+    };
+    const xmerge::recipe_merge bound(xmerge::parse_recipe(text, "r.yml"), registry, o);
+    REQUIRE(calls.size() == 1);
+    CHECK(calls[0] == std::pair{dir / "base", dir / "adapter"});
+    REQUIRE(bound.spec().models.size() == 2);
+    CHECK(bound.spec().models[1].source->name().find("folded") != std::string::npos);
 }
 
 TEST_CASE("recipe_merge: in slices the base is the source from the base model", "[recipe]")

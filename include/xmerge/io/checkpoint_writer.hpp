@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -45,7 +46,30 @@ namespace xmerge::io
         bool overwrite = false;
         /// Flush files and directories to the device before commit() returns.
         bool sync = false;
+        /**
+         * For a checkpoint written by several processes: the shards (by index,
+         * from 0) another process writes into staging_directory(), as
+         * shard_layout() places them. This writer neither creates nor checks
+         * them; commit() still lists them in the index. Unset: every shard is
+         * written here.
+         */
+        std::function<bool(std::size_t shard)> written_elsewhere;
     };
+
+    /// The shards of a checkpoint, each a list of tensors in order, and the bytes of all tensor data.
+    struct shard_layout_result
+    {
+        std::vector<std::vector<tensor_info>> shards;
+        std::size_t tensor_bytes = 0;
+    };
+
+    /**
+     * How checkpoint_writer splits `tensors` into shards: in the given order,
+     * a new shard whenever the next tensor would take the current one past
+     * `max_shard_bytes` (as Hugging Face and mergekit do). Throws io_error
+     * (naming `origin`) for an unknown dtype or an overflowing shape.
+     */
+    inline shard_layout_result shard_layout(const std::vector<tensor_info>& tensors, std::size_t max_shard_bytes, const std::string& origin);
 
     /**
      * A checkpoint directory written tensor by tensor.
@@ -127,6 +151,38 @@ namespace xmerge::io
         }
     }
 
+    inline shard_layout_result shard_layout(const std::vector<tensor_info>& tensors, std::size_t max_shard_bytes, const std::string& origin)
+    {
+        shard_layout_result out;
+        out.shards.emplace_back();
+        std::size_t current = 0;
+        for (const auto& t : tensors)
+        {
+            std::size_t count = 1;
+            for (std::size_t e : t.shape)
+            {
+                if (!detail::checked_mul(count, e, count))
+                {
+                    throw io_error(origin, t.name, "element count of shape " + to_string(t.shape) + " overflows");
+                }
+            }
+            std::size_t bytes = 0;
+            if (!storage_bytes(t.dtype, count, bytes))
+            {
+                throw io_error(origin, t.name, "dtype '" + t.dtype + "' is unknown or shape " + to_string(t.shape) + " does not fill whole bytes");
+            }
+            if (!out.shards.back().empty() && current + bytes > max_shard_bytes)
+            {
+                out.shards.emplace_back();
+                current = 0;
+            }
+            out.shards.back().push_back(t);
+            current += bytes;
+            out.tensor_bytes += bytes;
+        }
+        return out;
+    }
+
     inline checkpoint_writer::checkpoint_writer(std::string dir, const std::vector<tensor_info>& tensors, checkpoint_options options)
         : m_dir(std::move(dir))
         , m_options(std::move(options))
@@ -175,33 +231,9 @@ namespace xmerge::io
 
         try
         {
-            // Greedy shards in the given order, as Hugging Face and mergekit do.
-            std::vector<std::vector<tensor_info>> groups(1);
-            std::size_t current = 0;
-            for (const auto& t : tensors)
-            {
-                std::size_t count = 1;
-                for (std::size_t e : t.shape)
-                {
-                    if (!detail::checked_mul(count, e, count))
-                    {
-                        throw io_error(m_dir, t.name, "element count of shape " + to_string(t.shape) + " overflows");
-                    }
-                }
-                std::size_t bytes = 0;
-                if (!storage_bytes(t.dtype, count, bytes))
-                {
-                    throw io_error(m_dir, t.name, "dtype '" + t.dtype + "' is unknown or shape " + to_string(t.shape) + " does not fill whole bytes");
-                }
-                if (!groups.back().empty() && current + bytes > m_options.max_shard_bytes)
-                {
-                    groups.emplace_back();
-                    current = 0;
-                }
-                groups.back().push_back(t);
-                current += bytes;
-                m_tensor_bytes += bytes;
-            }
+            shard_layout_result layout = shard_layout(tensors, m_options.max_shard_bytes, m_dir);
+            const auto& groups = layout.shards;
+            m_tensor_bytes = layout.tensor_bytes;
             writer_options wo;
             wo.temporary_name = false;  // the whole directory is renamed instead
             wo.sync = m_options.sync;
@@ -209,8 +241,15 @@ namespace xmerge::io
             {
                 const std::string name = shard_file_name(i + 1, groups.size(), m_options.basename);
                 m_shard_names.push_back(name);
-                m_shards.push_back(std::make_unique<safetensors_writer>((fs::path(m_staging) / name).string(), groups[i], m_options.metadata, wo));
-                m_total_bytes += m_shards.back()->size();
+                if (m_options.written_elsewhere && m_options.written_elsewhere(i))
+                {
+                    m_shards.push_back(nullptr);
+                }
+                else
+                {
+                    m_shards.push_back(std::make_unique<safetensors_writer>((fs::path(m_staging) / name).string(), groups[i], m_options.metadata, wo));
+                    m_total_bytes += m_shards.back()->size();
+                }
                 for (const auto& t : groups[i])
                 {
                     if (!m_shard_of.emplace(t.name, i).second)
@@ -249,6 +288,10 @@ namespace xmerge::io
         if (it == m_shard_of.end())
         {
             throw io_error(m_dir, name, "is not part of this checkpoint's layout");
+        }
+        if (!m_shards[it->second])
+        {
+            throw io_error(m_dir, name, "belongs to a shard another process writes");
         }
         return *m_shards[it->second];
     }
@@ -310,7 +353,10 @@ namespace xmerge::io
         }
         for (auto& s : m_shards)
         {
-            s->commit();
+            if (s)
+            {
+                s->commit();
+            }
         }
         if (m_shards.size() > 1)
         {

@@ -160,6 +160,10 @@ namespace xmerge::lora
     {
         namespace fs = std::filesystem;
         const fs::path p(path);
+        if (!fs::exists(p))
+        {
+            throw io_error(path, "", "no such adapter directory or file");
+        }
         const fs::path dir = fs::is_directory(p) ? p : p.parent_path();
         const fs::path weights = fs::is_directory(p) ? dir / "adapter_model.safetensors" : p;
         const fs::path config = dir / "adapter_config.json";

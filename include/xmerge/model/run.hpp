@@ -178,36 +178,65 @@ namespace xmerge
             }
         }
 
+        /// The values of each whole-model statistic `info` declares for one merged tensor, in declaration order.
+        inline std::vector<std::vector<double>> tensor_statistics(const planned_tensor& t, const method_info& info, std::uint64_t seed)
+        {
+            tensor_inputs in(t, seed);
+            std::vector<std::vector<double>> parts;
+            for (const auto& stat : info.model_statistics)
+            {
+                parts.push_back(stat.per_tensor(in.get()));
+            }
+            return parts;
+        }
+
+        /// sums += one tensor's statistic values (each sum grows to the longest part). Callers add tensors in plan order.
+        inline void add_statistics(std::vector<std::vector<double>>& sums, const std::vector<std::vector<double>>& parts)
+        {
+            sums.resize(std::max(sums.size(), parts.size()));
+            for (std::size_t s = 0; s < parts.size(); ++s)
+            {
+                auto& sum = sums[s];
+                sum.resize(std::max(sum.size(), parts[s].size()), 0.0);
+                for (std::size_t k = 0; k < parts[s].size(); ++k)
+                {
+                    sum[k] += parts[s][k];
+                }
+            }
+        }
+
+        /// The finished statistics by name, from their sums over every merged tensor.
+        inline std::map<std::string, std::vector<double>> finish_statistics(const method_info& info, std::vector<std::vector<double>> sums)
+        {
+            std::map<std::string, std::vector<double>> statistics;
+            sums.resize(info.model_statistics.size());
+            for (std::size_t s = 0; s < info.model_statistics.size(); ++s)
+            {
+                for (double& v : sums[s])
+                {
+                    v = info.model_statistics[s].finish(v);
+                }
+                statistics[info.model_statistics[s].name] = std::move(sums[s]);
+            }
+            return statistics;
+        }
+
         // The whole-model statistics a method declares, summed over every merged tensor, then finished.
         inline std::map<std::string, std::vector<double>> model_statistics(const merge_plan& plan, const method_info& info, const merge_options& options,
                                                                            merge_progress& progress)
         {
-            std::map<std::string, std::vector<double>> statistics;
             if (info.model_statistics.empty())
             {
-                return statistics;
+                return {};
             }
             progress.phase = merge_progress::stage::statistics;
             progress.total = plan.tensors.size();
-            for (const auto& stat : info.model_statistics)
-            {
-                statistics[stat.name];
-            }
+            std::vector<std::vector<double>> sums;
             for (const auto& t : plan.tensors)
             {
                 if (t.what == planned_tensor::action::merge)
                 {
-                    tensor_inputs in(t, options.seed);
-                    for (const auto& stat : info.model_statistics)
-                    {
-                        const std::vector<double> part = stat.per_tensor(in.get());
-                        auto& sum = statistics[stat.name];
-                        sum.resize(std::max(sum.size(), part.size()), 0.0);
-                        for (std::size_t k = 0; k < part.size(); ++k)
-                        {
-                            sum[k] += part[k];
-                        }
-                    }
+                    add_statistics(sums, tensor_statistics(t, info, options.seed));
                     progress.bytes_read += input_bytes(t);
                     release_inputs(t);
                 }
@@ -218,54 +247,55 @@ namespace xmerge
                     options.progress(progress);
                 }
             }
-            for (const auto& stat : info.model_statistics)
+            return finish_statistics(info, std::move(sums));
+        }
+
+        /// The executor of a merge's evaluations: the caller's, or a pool of merge_options::threads made here.
+        class merge_evaluation
+        {
+        public:
+            explicit merge_evaluation(const merge_options& options)
             {
-                for (double& v : statistics[stat.name])
+                m_eval.threads = options.threads;
+                m_eval.exec = options.exec;
+                if (m_eval.exec == nullptr && options.threads != 1)
                 {
-                    v = stat.finish(v);
+                    m_pool = std::make_unique<thread_pool>(options.threads);
+                    m_eval.exec = m_pool.get();
                 }
             }
-            return statistics;
-        }
-    }
+            const eval_options& get() const noexcept { return m_eval; }
 
-    inline merge_summary run_merge(const merge_plan& plan, const method_registry& registry, const std::string& out_dir, const merge_options& options)
-    {
-        const auto start = std::chrono::steady_clock::now();
-        const method_info& info = registry.find(plan.method);
+        private:
+            std::unique_ptr<thread_pool> m_pool;
+            eval_options m_eval;
+        };
 
-        std::unique_ptr<thread_pool> own_pool;
-        eval_options eval;
-        eval.threads = options.threads;
-        eval.exec = options.exec;
-        if (eval.exec == nullptr && options.threads != 1)
+        /// Name, dtype and shape of every output tensor, in plan order.
+        inline std::vector<io::tensor_info> output_layout(const merge_plan& plan)
         {
-            own_pool = std::make_unique<thread_pool>(options.threads);
-            eval.exec = own_pool.get();
+            std::vector<io::tensor_info> layout;
+            for (const auto& t : plan.tensors)
+            {
+                io::tensor_info i;
+                i.name = t.name;
+                i.dtype = t.dtype;
+                i.shape = t.shape;
+                layout.push_back(std::move(i));
+            }
+            return layout;
         }
 
-        std::vector<io::tensor_info> layout;
-        for (const auto& t : plan.tensors)
+        /**
+         * Computes one planned tensor into `writer` (a checkpoint_writer, or
+         * anything with its tensor(), write() and finish()) and releases its
+         * inputs. Returns true for a merged tensor, false for a copy.
+         */
+        template <class Writer>
+        bool write_planned_tensor(const planned_tensor& t, const merge_plan& plan, const method_registry& registry,
+                                  const std::map<std::string, std::vector<double>>& statistics, Writer& writer, const eval_options& eval, std::uint64_t seed)
         {
-            io::tensor_info i;
-            i.name = t.name;
-            i.dtype = t.dtype;
-            i.shape = t.shape;
-            layout.push_back(std::move(i));
-        }
-        detail::check_output_is_not_input(plan, out_dir);
-        // Fails early on a non-empty output directory, before anything is read.
-        io::checkpoint_writer writer(out_dir, layout, options.output);
-
-        merge_summary summary;
-        merge_progress progress;
-        const auto statistics = detail::model_statistics(plan, info, options, progress);
-
-        progress.phase = merge_progress::stage::tensors;
-        progress.done = 0;
-        progress.total = plan.tensors.size();
-        for (const auto& t : plan.tensors)
-        {
+            bool merged = false;
             if (t.what == planned_tensor::action::copy)
             {
                 const model_tensor& src = *t.copy_from;
@@ -277,18 +307,48 @@ namespace xmerge
                 {
                     evaluate(input(src.ref()), writer.tensor(t.name), eval);
                 }
-                ++summary.copied;
             }
             else
             {
-                detail::tensor_inputs in(t, options.seed);
+                tensor_inputs in(t, seed);
                 in.get().model_statistics = statistics;
-                const any_expression merged = registry.build(plan.method, in.get(), t.params);
-                evaluate(merged, writer.tensor(t.name), eval);
-                ++summary.merged;
+                const any_expression expr = registry.build(plan.method, in.get(), t.params);
+                evaluate(expr, writer.tensor(t.name), eval);
+                merged = true;
             }
             writer.finish(t.name);
-            detail::release_inputs(t);
+            release_inputs(t);
+            return merged;
+        }
+    }
+
+    inline merge_summary run_merge(const merge_plan& plan, const method_registry& registry, const std::string& out_dir, const merge_options& options)
+    {
+        const auto start = std::chrono::steady_clock::now();
+        const method_info& info = registry.find(plan.method);
+        const detail::merge_evaluation eval(options);
+
+        detail::check_output_is_not_input(plan, out_dir);
+        // Fails early on a non-empty output directory, before anything is read.
+        io::checkpoint_writer writer(out_dir, detail::output_layout(plan), options.output);
+
+        merge_summary summary;
+        merge_progress progress;
+        const auto statistics = detail::model_statistics(plan, info, options, progress);
+
+        progress.phase = merge_progress::stage::tensors;
+        progress.done = 0;
+        progress.total = plan.tensors.size();
+        for (const auto& t : plan.tensors)
+        {
+            if (detail::write_planned_tensor(t, plan, registry, statistics, writer, eval.get(), options.seed))
+            {
+                ++summary.merged;
+            }
+            else
+            {
+                ++summary.copied;
+            }
             progress.bytes_read += detail::input_bytes(t);
             progress.bytes_written += numel(t.shape) * io::dtype_bits(t.dtype) / 8;
             ++progress.done;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -20,6 +21,7 @@
 #include "../model/architecture.hpp"
 #include "../model/model.hpp"
 #include "../model/vocabulary.hpp"
+#include "model_reference.hpp"
 #include "recipe.hpp"
 #include "vocabulary_merge.hpp"
 
@@ -42,6 +44,13 @@ namespace xmerge
          * models agree on those ids.
          */
         bool truncate_vocabulary = false;
+
+        /**
+         * Makes a `MODEL+ADAPTER` reference a checkpoint: returns the path of
+         * MODEL with the PEFT adapter at ADAPTER folded in (e.g.
+         * lora::fold_cache::folded). Without it such references are refused.
+         */
+        std::function<std::string(const std::string& model, const std::string& adapter)> fold_adapter;
     };
 
     /**
@@ -74,7 +83,8 @@ namespace xmerge
         std::size_t input_bytes() const noexcept;
 
     private:
-        const model* open(const std::string& path, const std::string& role);
+        /// The model of a recipe's reference (a path, or MODEL+ADAPTER folded), opened once.
+        const model* open(const std::string& reference, const std::string& role);
         merge_source source(const recipe_model& m, const std::string& role);
 
         std::string m_recipe_path;
@@ -84,6 +94,7 @@ namespace xmerge
         const model* m_reference = nullptr;
         std::optional<dtype> m_out_dtype;
         std::optional<merged_vocabulary> m_vocabulary;
+        std::function<std::string(const std::string&, const std::string&)> m_fold_adapter;
     };
 
     /// Token rows of every model cut to the smallest vocabulary among them, ids unchanged.
@@ -93,8 +104,18 @@ namespace xmerge
      * Implementation   *
      ********************/
 
-    inline const model* recipe_merge::open(const std::string& path, const std::string& role)
+    inline const model* recipe_merge::open(const std::string& reference, const std::string& role)
     {
+        std::string path = reference;
+        if (const auto lora = split_adapter_reference(reference, m_recipe_path))
+        {
+            if (!m_fold_adapter)
+            {
+                throw parameter_error("", "model", role + " '" + reference + "' folds an adapter into a model, which needs bind_options::fold_adapter (the lora component)",
+                                      m_recipe_path);
+            }
+            path = m_fold_adapter(lora->model, lora->adapter);
+        }
         std::error_code ec;
         std::filesystem::path resolved = std::filesystem::weakly_canonical(std::filesystem::absolute(path), ec);
         const std::string key = ec ? path : resolved.string();
@@ -109,7 +130,7 @@ namespace xmerge
             catch (const io_error& e)
             {
                 throw io_error(e.file().empty() ? path : e.file(), e.tensor(),
-                               e.reason() + " (" + role + " '" + path + "' of recipe " + m_recipe_path + "; relative paths start from the current directory)");
+                               e.reason() + " (" + role + " '" + reference + "' of recipe " + m_recipe_path + "; relative paths start from the current directory)");
             }
         }
         return it->second.get();
@@ -131,7 +152,9 @@ namespace xmerge
         return s;
     }
 
-    inline recipe_merge::recipe_merge(const recipe& r, const method_registry& registry, const bind_options& options) : m_recipe_path(r.path)
+    inline recipe_merge::recipe_merge(const recipe& r, const method_registry& registry, const bind_options& options)
+        : m_recipe_path(r.path)
+        , m_fold_adapter(options.fold_adapter)
     {
         const method_info& info = registry.find(r.merge_method);
         m_spec.method = r.merge_method;

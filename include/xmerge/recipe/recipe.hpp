@@ -378,10 +378,6 @@ namespace xmerge
                 {
                     fail(n, "model", "missing or empty");
                 }
-                if (m.model.find('+') != std::string::npos && m.model.find('+') > 0)
-                {
-                    fail(n, "model", "'" + m.model + "': LoRA references (model+adapter) are not supported; merge the adapter into the model first");
-                }
                 if (slice_source && !m.layer_range)
                 {
                     fail(n, "layer_range", "every slice source needs a layer_range");

@@ -58,6 +58,8 @@ namespace xmerge
 
         const recipe& parsed() const noexcept { return m_recipe; }
         const merge_plan& plan() const noexcept { return m_plan; }
+        /// How run() merges: threads, output options, and the files written beside the tensors.
+        const merge_options& options() const noexcept { return m_options.merge; }
         /// Settings the method does not use, ignored (refused instead with merge_options::strict).
         const std::vector<std::string>& warnings() const noexcept { return m_plan.warnings; }
         /// Things the user may want to know: recipe keys without effect, copied tensors, vocabulary assumptions.
