@@ -5,6 +5,9 @@
 #include <cmath>
 #include <vector>
 
+#include <xtensor/xarray.hpp>
+#include <xtensor/xtensor.hpp>
+
 #include "test_support.hpp"
 
 using namespace xmerge;

@@ -28,8 +28,8 @@ namespace
             const std::size_t count = std::min<std::size_t>(XMERGE_DEFAULT_CHUNK_SIZE, n - begin);
             detail::arena::frame frame(a);
             const auto bound = ev.bind(begin, count, a);
-            detail::store_packets(count, batched.data() + begin, bound);
-            detail::store_packets<float>(count, scalar.data() + begin, bound);
+            simd::store(count, batched.data() + begin, bound);
+            simd::store<float>(count, scalar.data() + begin, bound);
         }
     }
 }

@@ -40,7 +40,9 @@ namespace
     };
 }
 
-void* operator new(std::size_t n)
+// Not inlined: GCC would otherwise see the header offset inside callers and
+// report a bounds error in every inlined container destructor.
+[[gnu::noinline]] void* operator new(std::size_t n)
 {
     void* p = std::malloc(n + g_header);
     if (p == nullptr)
@@ -61,7 +63,7 @@ void* operator new(std::size_t n)
     return static_cast<char*>(p) + g_header;
 }
 
-void operator delete(void* p) noexcept
+[[gnu::noinline]] void operator delete(void* p) noexcept
 {
     if (p == nullptr)
     {

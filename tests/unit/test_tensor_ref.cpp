@@ -3,6 +3,9 @@
 
 #include <vector>
 
+#include <xtensor/xarray.hpp>
+#include <xtensor/xbuilder.hpp>
+#include <xtensor/xtensor.hpp>
 #include <xtensor/xview.hpp>
 
 #include "test_support.hpp"

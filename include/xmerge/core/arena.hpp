@@ -36,12 +36,13 @@ namespace xmerge::detail
         class frame
         {
         public:
-            explicit frame(arena& a) noexcept : m_arena(a), m_buffers(a.m_top), m_block(a.m_block), m_offset(a.m_offset) {}
+            explicit frame(arena& a) noexcept : m_arena(a), m_buffers(a.m_top), m_block(a.m_block), m_offset(a.m_offset), m_memo(a.m_memo.size()) {}
             ~frame()
             {
                 m_arena.m_top = m_buffers;
                 m_arena.m_block = m_block;
                 m_arena.m_offset = m_offset;
+                m_arena.m_memo.resize(m_memo);
             }
             frame(const frame&) = delete;
             frame& operator=(const frame&) = delete;
@@ -51,6 +52,7 @@ namespace xmerge::detail
             std::size_t m_buffers;
             std::size_t m_block;
             std::size_t m_offset;
+            std::size_t m_memo;
         };
 
         /// A buffer of chunk_size() floats, 64-byte aligned, valid until the enclosing frame ends.
@@ -71,8 +73,35 @@ namespace xmerge::detail
             return static_cast<T*>(allocate_bytes(n * sizeof(T), alignof(T)));
         }
 
+        /** @name Values of a chunk computed once and read by several nodes
+         *  An entry lives until the frame it was made in ends.
+         */
+        ///@{
+        /// The values remembered under (key, begin), or null.
+        const float* recall(const void* key, std::size_t begin) const noexcept
+        {
+            for (const auto& m : m_memo)
+            {
+                if (m.key == key && m.begin == begin)
+                {
+                    return m.values;
+                }
+            }
+            return nullptr;
+        }
+
+        void remember(const void* key, std::size_t begin, const float* values) { m_memo.push_back({key, begin, values}); }
+        ///@}
+
     private:
         static constexpr std::size_t block_size = 16384;
+
+        struct memo
+        {
+            const void* key;
+            std::size_t begin;
+            const float* values;
+        };
 
         void* allocate_bytes(std::size_t bytes, std::size_t align)
         {
@@ -110,6 +139,7 @@ namespace xmerge::detail
         std::size_t m_block = 0;
         std::size_t m_offset = 0;
         std::vector<block> m_blocks;
+        std::vector<memo> m_memo;
     };
 }
 

@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 
 #include "../config.hpp"
-#include "../core/dtype.hpp"
+#include "dtype.hpp"
 #include "../simd/batch.hpp"
 #include "../simd/convert.hpp"
+#include "../simd/kernels.hpp"
 #include "arena.hpp"
 
 XMERGE_INTRINSICS_BEGIN
@@ -115,7 +117,7 @@ namespace xmerge::detail
             // Long expressions keep few loads in flight; asking for memory ahead keeps the stream moving.
             prefetch_ahead(static_cast<const char*>(data) + i * size_of(type));
             // The branch is the same for every packet of a chunk, so it predicts perfectly.
-            return with_element_type(type, [&](auto tag) { return load_as_float<B>(static_cast<decltype(tag)>(data) + i); });
+            return with_element_type(type, [&](auto tag) XMERGE_LAMBDA_INLINE { return load_as_float<B>(static_cast<decltype(tag)>(data) + i); });
         }
     };
 
@@ -151,22 +153,31 @@ namespace xmerge::detail
         return {buf};
     }
 
-    /// dst[0, n) = the bound expression's values.
-    template <class B = simd::batch, class Bound>
-    void store_packets(std::size_t n, float* dst, const Bound& b) noexcept
+    /**
+     * A bound operand's n values as float32 memory readable up to
+     * padded_size(n): the operand's own memory when it is float32 memory
+     * already, else an arena buffer it is evaluated into. What raw-pointer
+     * kernels read.
+     */
+    template <class Bound>
+    const float* chunk_values(std::size_t n, const Bound& b, arena& a)
     {
-        using traits = simd::batch_traits<B>;
-        constexpr std::size_t w = traits::size;
-        const std::size_t full = n - n % w;
-        for (std::size_t i = 0; i < full; i += w)
+        if constexpr (std::is_same<Bound, bound_pointer>::value)
         {
-            traits::store(dst + i, b.template packet<B>(i));
+            return b.data;
         }
-        if (const std::size_t r = n - full)
+        else
         {
-            alignas(64) float tail[w];
-            traits::store(tail, b.template packet<B>(full));
-            std::copy(tail, tail + r, dst + full);
+            if constexpr (std::is_same<Bound, bound_input>::value)
+            {
+                if (b.type == dtype::float32)
+                {
+                    return static_cast<const float*>(b.data);
+                }
+            }
+            float* buf = padded_buffer(n, a);
+            simd::store(n, buf, b);
+            return buf;
         }
     }
 
@@ -194,7 +205,7 @@ namespace xmerge::detail
         switch (type)
         {
             case dtype::float32:
-                store_packets<B>(n, static_cast<float*>(dst), b);
+                simd::store<B>(n, static_cast<float*>(dst), b);
                 break;
             case dtype::bfloat16:
                 narrow_loop(static_cast<bfloat16*>(dst));
@@ -203,73 +214,6 @@ namespace xmerge::detail
                 narrow_loop(static_cast<float16*>(dst));
                 break;
         }
-    }
-
-    /// sum over the chunk of f(packets...), four accumulators, as double.
-    template <class B = simd::batch, class F, class... Bound>
-    double sum_packets(std::size_t n, F&& f, const Bound&... b) noexcept
-    {
-        using traits = simd::batch_traits<B>;
-        constexpr std::size_t w = traits::size;
-        const B zero = traits::broadcast(0.0f);
-        B acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero;
-        const std::size_t full4 = n - n % (4 * w);
-        std::size_t i = 0;
-        for (; i < full4; i += 4 * w)
-        {
-            acc0 += f(b.template packet<B>(i)...);
-            acc1 += f(b.template packet<B>(i + w)...);
-            acc2 += f(b.template packet<B>(i + 2 * w)...);
-            acc3 += f(b.template packet<B>(i + 3 * w)...);
-        }
-        const std::size_t full = n - n % w;
-        for (; i < full; i += w)
-        {
-            acc0 += f(b.template packet<B>(i)...);
-        }
-        double s = static_cast<double>(traits::reduce_add((acc0 + acc1) + (acc2 + acc3)));
-        if (const std::size_t r = n - full)
-        {
-            alignas(64) float tail[w];
-            traits::store(tail, f(b.template packet<B>(full)...));
-            float t = 0.0f;
-            for (std::size_t l = 0; l < r; ++l)
-            {
-                t += tail[l];
-            }
-            s += static_cast<double>(t);
-        }
-        return s;
-    }
-
-    /// max over the chunk of f(packets...), starting from identity.
-    template <class B = simd::batch, class F, class... Bound>
-    float max_packets(std::size_t n, float identity, F&& f, const Bound&... b) noexcept
-    {
-        using traits = simd::batch_traits<B>;
-        constexpr std::size_t w = traits::size;
-        B acc = traits::broadcast(identity);
-        const std::size_t full = n - n % w;
-        for (std::size_t i = 0; i < full; i += w)
-        {
-            acc = simd::max(acc, f(b.template packet<B>(i)...));
-        }
-        alignas(64) float lanes_out[w];
-        traits::store(lanes_out, acc);
-        float m = identity;
-        for (std::size_t l = 0; l < w; ++l)
-        {
-            m = std::max(m, lanes_out[l]);
-        }
-        if (const std::size_t r = n - full)
-        {
-            traits::store(lanes_out, f(b.template packet<B>(full)...));
-            for (std::size_t l = 0; l < r; ++l)
-            {
-                m = std::max(m, lanes_out[l]);
-            }
-        }
-        return m;
     }
 }
 

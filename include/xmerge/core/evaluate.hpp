@@ -141,15 +141,15 @@ namespace xmerge
             if (expr.shape() != out.shape())
             {
                 throw shape_error(out.name().empty() ? expr.name() : out.name(), "out",
-                                  "output has shape " + to_string(out.shape()) + " but the expression has shape " + to_string(expr.shape()));
+                                  "output has shape " + xmerge::to_string(out.shape()) + " but the expression has shape " + xmerge::to_string(expr.shape()));
             }
             expr.for_each_input([&](const const_tensor_ref& in)
             {
-                if (!overlaps(in, out))
+                if (!xmerge::overlaps(in, out))
                 {
                     return;
                 }
-                if (same_memory(in, out) && in.type() == out.type() && in.size() == out.size())
+                if (xmerge::same_memory(in, out) && in.type() == out.type() && in.size() == out.size())
                 {
                     return;  // in place
                 }
@@ -176,12 +176,25 @@ namespace xmerge
             m_eval.collect(m_registry);
         }
 
+        // The chunk stored as `type`: the evaluator's own way when it has one (type erasure skips its buffer).
+        template <class Eval>
+        auto store_chunk(const Eval& ev, dtype type, std::size_t begin, std::size_t n, void* out, arena& a, int) -> decltype(ev.store_chunk(type, begin, n, out, a))
+        {
+            return ev.store_chunk(type, begin, n, out, a);
+        }
+
+        template <class Eval>
+        void store_chunk(const Eval& ev, dtype type, std::size_t begin, std::size_t n, void* out, arena& a, long)
+        {
+            detail::store_packets_as(type, n, out, ev.bind(begin, n, a));
+        }
+
         template <class E>
         inline void typed_job<E>::run_chunk(std::size_t begin, std::size_t n, arena& a) const
         {
             arena::frame frame(a);
-            std::uint8_t* out = static_cast<std::uint8_t*>(m_out.data()) + begin * size_of(m_out.type());
-            store_packets_as(m_out.type(), n, out, m_eval.bind(begin, n, a));
+            std::uint8_t* out = static_cast<std::uint8_t*>(m_out.data()) + begin * xmerge::size_of(m_out.type());
+            detail::store_chunk(m_eval, m_out.type(), begin, n, out, a, 0);
         }
 
         // A flat list of tasks over several tensors of possibly different sizes.
@@ -314,7 +327,7 @@ namespace xmerge
         template <class Out>
         auto resize_for(Out& out, const shape_type& shape, long) -> decltype(out.resize(std::size_t{}), void())
         {
-            out.resize(numel(shape));
+            out.resize(xmerge::numel(shape));
         }
 
         template <class Out>
@@ -340,7 +353,7 @@ namespace xmerge
         const auto& shape = expr.derived().shape();
         detail::resize_for(out, shape, 0);
         tensor_ref r = xmerge::as_tensor(out);
-        if (r.shape() != shape && r.size() == numel(shape))
+        if (r.shape() != shape && r.size() == xmerge::numel(shape))
         {
             r = r.reshaped(shape);  // a flat std::vector receiving an n-d result
         }

@@ -149,12 +149,12 @@ namespace xmerge
         : m_data(data)
         , m_type(type)
         , m_shape(std::move(shape))
-        , m_size(numel(m_shape))
+        , m_size(xmerge::numel(m_shape))
         , m_name(std::move(name))
     {
         if (m_data == nullptr && m_size != 0)
         {
-            throw layout_error(m_name, "", "null data pointer for a tensor of shape " + to_string(m_shape));
+            throw layout_error(m_name, "", "null data pointer for a tensor of shape " + xmerge::to_string(m_shape));
         }
     }
 
@@ -192,9 +192,9 @@ namespace xmerge
     template <class Pointer>
     inline basic_tensor_ref<Pointer> basic_tensor_ref<Pointer>::reshaped(shape_type shape) const
     {
-        if (numel(shape) != m_size)
+        if (xmerge::numel(shape) != m_size)
         {
-            throw shape_error(m_name, "", "cannot reshape " + to_string(m_shape) + " to " + to_string(shape));
+            throw shape_error(m_name, "", "cannot reshape " + xmerge::to_string(m_shape) + " to " + xmerge::to_string(shape));
         }
         return basic_tensor_ref(m_data, m_type, std::move(shape), m_name);
     }
@@ -241,9 +241,9 @@ namespace xmerge
     {
         inline void check_vector_shape(std::size_t size, const shape_type& shape, const std::string& name)
         {
-            if (numel(shape) != size)
+            if (xmerge::numel(shape) != size)
             {
-                throw shape_error(name, "", "shape " + to_string(shape) + " needs " + std::to_string(numel(shape))
+                throw shape_error(name, "", "shape " + xmerge::to_string(shape) + " needs " + std::to_string(xmerge::numel(shape))
                                                 + " elements but the vector holds " + std::to_string(size));
             }
         }

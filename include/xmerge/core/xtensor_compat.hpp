@@ -6,19 +6,19 @@
 #define XMERGE_CORE_XTENSOR_COMPAT_HPP
 
 // xtensor 0.26 moved its headers into subfolders; this is the only place that
-// knows both layouts.
+// knows both layouts. The engine needs only xarray (shapes, expressions, the
+// result of materialize()); XMERGE_XTENSOR_TENSOR_HEADER names the header of
+// xt::xtensor for the parts that use it.
 #if __has_include(<xtensor/containers/xstorage.hpp>)
-#include <xtensor/containers/xadapt.hpp>
 #include <xtensor/containers/xarray.hpp>
 #include <xtensor/containers/xstorage.hpp>
-#include <xtensor/containers/xtensor.hpp>
 #include <xtensor/core/xexpression.hpp>
+#define XMERGE_XTENSOR_TENSOR_HEADER <xtensor/containers/xtensor.hpp>
 #else
-#include <xtensor/xadapt.hpp>
 #include <xtensor/xarray.hpp>
 #include <xtensor/xexpression.hpp>
 #include <xtensor/xstorage.hpp>
-#include <xtensor/xtensor.hpp>
+#define XMERGE_XTENSOR_TENSOR_HEADER <xtensor/xtensor.hpp>
 #endif
 
 #endif

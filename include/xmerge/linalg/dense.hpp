@@ -19,6 +19,7 @@
 #include "../core/expression.hpp"
 #include "../core/tensor_ref.hpp"
 #include "../core/xtensor_compat.hpp"
+#include XMERGE_XTENSOR_TENSOR_HEADER
 #include "../ops/input.hpp"
 #include "../ops/list.hpp"
 #include "../simd/convert.hpp"
@@ -45,6 +46,15 @@ namespace xmerge
 
     /// "float32" or "float64" as a precision; throws parameter_error naming `tensor` otherwise.
     inline linalg_precision parse_precision(const std::string& tensor, const std::string& text);
+
+    namespace detail
+    {
+        /// The accepted values of a `precision` parameter.
+        inline std::vector<std::pair<std::string, linalg_precision>> precision_choices()
+        {
+            return {{"float32", linalg_precision::float32}, {"float64", linalg_precision::float64}};
+        }
+    }
 
     /// A copy of a 2-D tensor (any dtype) as a dense matrix of T; throws shape_error for other ranks.
     template <class T = float>
@@ -131,7 +141,7 @@ namespace xmerge
     {
         if (t.dimension() != 2)
         {
-            throw shape_error(t.name(), "", "expected a 2-D tensor, got shape " + to_string(t.shape()));
+            throw shape_error(t.name(), "", "expected a 2-D tensor, got shape " + xmerge::to_string(t.shape()));
         }
         return detail::load_matrix<T>(t, t.shape()[0], t.shape()[1]);
     }
@@ -245,8 +255,8 @@ namespace xmerge
             {
                 if (list[k].shape() != shape)
                 {
-                    throw shape_error(list[k].name(), what, what + " " + std::to_string(k) + " has shape " + to_string(list[k].shape()) + " but "
-                                                                + reference + " has shape " + to_string(shape));
+                    throw shape_error(list[k].name(), what, what + " " + std::to_string(k) + " has shape " + xmerge::to_string(list[k].shape()) + " but "
+                                                                + reference + " has shape " + xmerge::to_string(shape));
                 }
             }
         }

@@ -107,7 +107,7 @@ namespace xmerge
         if (shape.empty() || shape.back() != m_features)
         {
             throw shape_error(activations.name().empty() ? m_name : activations.name(), "activations",
-                              "expected shape [..., " + std::to_string(m_features) + "], got " + to_string(shape));
+                              "expected shape [..., " + std::to_string(m_features) + "], got " + xmerge::to_string(shape));
         }
         const std::size_t rows = m_features == 0 ? 0 : activations.size() / m_features;
         if (activations.type() == dtype::float32)
@@ -160,7 +160,7 @@ namespace xmerge
         const shape_type expected{m_features, m_features};
         if (out.shape() != expected)
         {
-            throw shape_error(out.name().empty() ? m_name : out.name(), "out", "expected shape " + to_string(expected) + ", got " + to_string(out.shape()));
+            throw shape_error(out.name().empty() ? m_name : out.name(), "out", "expected shape " + xmerge::to_string(expected) + ", got " + xmerge::to_string(out.shape()));
         }
         const dense_matrix<float> g = gram();
         simd::store_from_float(out.type(), g.data(), out.data(), 0, g.size());

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "../methods/options.hpp"
 #include "../methods/registry.hpp"
 #include "../ops/any.hpp"
 #include "../ops/list.hpp"
@@ -78,10 +79,12 @@ namespace xmerge
     inline any_expression iso_cts(const expression_list<input_node>& models, const input_node& base, const iso_cts_options& options = {});
 
     /// `iso_c` for the method registry: `alpha` (1.0), `precision` ("float32"); needs a base.
-    inline method_info iso_c_method();
+    template <class = void>
+    method_info iso_c_method();
 
     /// `iso_cts` for the method registry: `common_space_fraction` (0.8), `alpha` (1.0), `precision`; needs a base.
-    inline method_info iso_cts_method();
+    template <class = void>
+    method_info iso_cts_method();
 
     namespace detail
     {
@@ -196,37 +199,25 @@ namespace xmerge
                                          [models, base, fraction](auto tag) { return detail::iso_cts_matrix<decltype(tag)>(models, base, fraction); });
     }
 
-    inline method_info iso_c_method()
+    template <class T>
+    method_info iso_c_method()
     {
-        method_info m;
-        m.name = "iso_c";
-        m.needs_base = true;
-        m.summary = "isotropic merge: the summed task vector with a flat singular spectrum";
-        m.parameters = {{"alpha", parameter_scope::global, 1.0, "scale of the merged task vector"},
-                        {"precision", parameter_scope::global, std::string("float32"), "float32 or float64 SVDs"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        { return iso_c(in.models, *in.base, {p.number("alpha"), parse_precision(in.tensor, p.text("precision"))}); };
-        return m;
+        const auto options = option_set<iso_c_options>()
+                                 .global(&iso_c_options::alpha, "alpha", "scale of the merged task vector")
+                                 .choice(&iso_c_options::precision, "precision", "float32 or float64 SVDs", detail::precision_choices());
+        return xmerge::make_method("iso_c", "isotropic merge: the summed task vector with a flat singular spectrum", true, options,
+                           [](const method_inputs& in, const iso_c_options& o) -> any_expression { return xmerge::iso_c(in.models, *in.base, o); });
     }
 
-    inline method_info iso_cts_method()
+    template <class T>
+    method_info iso_cts_method()
     {
-        method_info m;
-        m.name = "iso_cts";
-        m.needs_base = true;
-        m.summary = "isotropic merge in a common subspace plus task-specific subspaces";
-        m.parameters = {{"common_space_fraction", parameter_scope::global, 0.8, "share of the rank given to the common subspace"},
-                        {"alpha", parameter_scope::global, 1.0, "scale of the merged task vector"},
-                        {"precision", parameter_scope::global, std::string("float32"), "float32 or float64 SVDs"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        {
-            iso_cts_options o;
-            o.common_space_fraction = p.number("common_space_fraction");
-            o.alpha = p.number("alpha");
-            o.precision = parse_precision(in.tensor, p.text("precision"));
-            return iso_cts(in.models, *in.base, o);
-        };
-        return m;
+        const auto options = option_set<iso_cts_options>()
+                                 .global(&iso_cts_options::common_space_fraction, "common_space_fraction", "share of the rank given to the common subspace")
+                                 .global(&iso_cts_options::alpha, "alpha", "scale of the merged task vector")
+                                 .choice(&iso_cts_options::precision, "precision", "float32 or float64 SVDs", detail::precision_choices());
+        return xmerge::make_method("iso_cts", "isotropic merge in a common subspace plus task-specific subspaces", true, options,
+                           [](const method_inputs& in, const iso_cts_options& o) -> any_expression { return xmerge::iso_cts(in.models, *in.base, o); });
     }
 }
 

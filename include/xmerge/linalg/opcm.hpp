@@ -14,6 +14,7 @@
 
 #include "../core/error.hpp"
 #include "../core/evaluate.hpp"
+#include "../methods/options.hpp"
 #include "../methods/registry.hpp"
 #include "../ops/any.hpp"
 #include "../ops/arithmetic.hpp"
@@ -110,7 +111,8 @@ namespace xmerge
     inline any_expression opcm(const expression_list<input_node>& models, const input_node& base, const opcm_options& options = {});
 
     /// `opcm` for the method registry: `alpha` (0.5), `precision` ("float32"); needs a base.
-    inline method_info opcm_method();
+    template <class = void>
+    method_info opcm_method();
 
     namespace detail
     {
@@ -219,14 +221,14 @@ namespace xmerge
             }
             if (m_merged[i].shape() != m_base[i].shape())
             {
-                throw shape_error(m_base[i].name(), "merged", "merged buffer has shape " + to_string(m_merged[i].shape()) + " but the base tensor has shape "
-                                                                  + to_string(m_base[i].shape()));
+                throw shape_error(m_base[i].name(), "merged", "merged buffer has shape " + xmerge::to_string(m_merged[i].shape()) + " but the base tensor has shape "
+                                                                  + xmerge::to_string(m_base[i].shape()));
             }
             if (m_merged[i].type() != dtype::float32)
             {
                 throw layout_error(m_base[i].name(), "merged", std::string("merged buffers must be float32 (they carry the running merge), got ") + name_of(m_merged[i].type()));
             }
-            if (overlaps(m_merged[i], m_base[i]))
+            if (xmerge::overlaps(m_merged[i], m_base[i]))
             {
                 throw layout_error(m_base[i].name(), "merged", "merged buffer overlaps the base tensor");
             }
@@ -243,8 +245,8 @@ namespace xmerge
         {
             if (model[i].shape() != m_base[i].shape())
             {
-                throw shape_error(m_base[i].name(), "model", "tensor " + std::to_string(i) + " of the model has shape " + to_string(model[i].shape())
-                                                                 + " but the base tensor has shape " + to_string(m_base[i].shape()));
+                throw shape_error(m_base[i].name(), "model", "tensor " + std::to_string(i) + " of the model has shape " + xmerge::to_string(model[i].shape())
+                                                                 + " but the base tensor has shape " + xmerge::to_string(m_base[i].shape()));
             }
         }
     }
@@ -256,7 +258,7 @@ namespace xmerge
         double squared = 0.0;
         for (std::size_t i = 0; i < model.size(); ++i)
         {
-            const double s = value_of(sum_squares(input(model[i]) - input(m_base[i])), m_evaluation);
+            const double s = xmerge::value_of(sum_squares(xmerge::input(model[i]) - xmerge::input(m_base[i])), m_evaluation);
             if (!std::isfinite(s))
             {
                 throw parameter_error(m_base[i].name(), "model", "task vector of model " + std::to_string(m_models) + " is not finite");
@@ -300,12 +302,12 @@ namespace xmerge
         }
         m_lambda = merged_norm / target;
         const double scale = target / merged_norm;
-        using rescale_node = decltype(input(m_base[0]) + scale * (input(m_merged[0]) - input(m_base[0])));
+        using rescale_node = decltype(xmerge::input(m_base[0]) + scale * (xmerge::input(m_merged[0]) - xmerge::input(m_base[0])));
         std::vector<rescale_node> rescaled;
         rescaled.reserve(m_base.size());
         for (std::size_t i = 0; i < m_base.size(); ++i)
         {
-            rescaled.push_back(input(m_base[i]) + scale * (input(m_merged[i]) - input(m_base[i])));
+            rescaled.push_back(xmerge::input(m_base[i]) + scale * (xmerge::input(m_merged[i]) - xmerge::input(m_base[i])));
         }
         evaluate_all(rescaled, m_merged, m_evaluation);
     }
@@ -321,7 +323,7 @@ namespace xmerge
         std::vector<const_tensor_ref> reads{base.tensor()};
         detail::append_reads(reads, models);
         const shape_type shape = base.shape();
-        return computed(shape, tensor,
+        return xmerge::computed(shape, tensor,
                         [models, base, options, shape, tensor](float* out)
                         {
                             opcm_merger merger({base.tensor()}, {tensor_ref(out, dtype::float32, shape, tensor)}, options);
@@ -333,17 +335,14 @@ namespace xmerge
                         std::move(reads));
     }
 
-    inline method_info opcm_method()
+    template <class T>
+    method_info opcm_method()
     {
-        method_info m;
-        m.name = "opcm";
-        m.needs_base = true;
-        m.summary = "continual merging: each new task vector projected off the merged task vector's leading subspace, norm kept at the running mean";
-        m.parameters = {{"alpha", parameter_scope::global, 0.5, "share of the singular-value sum whose subspace is protected"},
-                        {"precision", parameter_scope::global, std::string("float32"), "float32 or float64 SVDs"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        { return opcm(in.models, *in.base, {p.number("alpha"), parse_precision(in.tensor, p.text("precision"))}); };
-        return m;
+        const auto options = option_set<opcm_options>()
+                                 .global(&opcm_options::alpha, "alpha", "share of the singular-value sum whose subspace is protected")
+                                 .choice(&opcm_options::precision, "precision", "float32 or float64 SVDs", detail::precision_choices());
+        return xmerge::make_method("opcm", "continual merging: each new task vector projected off the merged task vector's leading subspace, norm kept at the running mean",
+                           true, options, [](const method_inputs& in, const opcm_options& o) -> any_expression { return xmerge::opcm(in.models, *in.base, o); });
     }
 }
 

@@ -338,13 +338,13 @@ namespace xmerge
         const shape_type& shape = expr.shape();
         if (shape.size() != 2)
         {
-            throw shape_error(expr.name(), "", "a projection applies to 2-D tensors, got shape " + to_string(shape));
+            throw shape_error(expr.name(), "", "a projection applies to 2-D tensors, got shape " + xmerge::to_string(shape));
         }
         check_shape(shape[0], shape[1], expr.name());
         std::vector<const_tensor_ref> reads;
         expr.for_each_input([&](const const_tensor_ref& r) { reads.push_back(r); });
         auto self = std::make_shared<const basic_projection>(*this);
-        return computed(shape, expr.name(),
+        return xmerge::computed(shape, expr.name(),
                         [self, expr](float* out)
                         {
                             const auto& s = expr.shape();

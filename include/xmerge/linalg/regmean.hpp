@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../methods/options.hpp"
 #include "../methods/registry.hpp"
 #include "../ops/any.hpp"
 #include "../ops/computed.hpp"
@@ -65,7 +66,8 @@ namespace xmerge
 
     /// `regmean` for the method registry: reads extra["gram"]; parameters
     /// `reduce_non_diagonal_ratio` (1.0), `ridge` (0.0), `precision` ("float32").
-    inline method_info regmean_method();
+    template <class = void>
+    method_info regmean_method();
 
     namespace detail
     {
@@ -266,7 +268,7 @@ namespace xmerge
         detail::check_same_shapes(models, shape, "model", "model 0");
         if (grams.empty())
         {
-            return mean(models);
+            return xmerge::mean(models);
         }
         if (grams.size() != models.size())
         {
@@ -274,38 +276,34 @@ namespace xmerge
         }
         if (shape.size() != 2)
         {
-            throw shape_error(tensor, "gram", "RegMean with Gram matrices needs 2-D weights [out, in], got shape " + to_string(shape));
+            throw shape_error(tensor, "gram", "RegMean with Gram matrices needs 2-D weights [out, in], got shape " + xmerge::to_string(shape));
         }
         const shape_type gram_shape{shape[1], shape[1]};
-        detail::check_same_shapes(grams, gram_shape, "gram", "a weight of shape " + to_string(shape));
+        detail::check_same_shapes(grams, gram_shape, "gram", "a weight of shape " + xmerge::to_string(shape));
         std::vector<const_tensor_ref> reads;
         detail::append_reads(reads, models);
         detail::append_reads(reads, grams);
-        return computed(shape, tensor,
+        return xmerge::computed(shape, tensor,
                         [models, grams, options, tensor](float* out)
                         { detail::with_precision(options.precision, [&](auto tag) { detail::regmean_solve<decltype(tag)>(models, grams, options, tensor, out); }); },
                         std::move(reads));
     }
 
-    inline method_info regmean_method()
+    template <class T>
+    method_info regmean_method()
     {
-        method_info m;
-        m.name = "regmean";
-        m.summary = "regression mean: the weight minimizing the squared output error on every model's inputs (needs Gram matrices)";
-        m.parameters = {{"reduce_non_diagonal_ratio", parameter_scope::global, 1.0, "scale of the off-diagonal Gram entries (1 keeps them)"},
-                        {"ridge", parameter_scope::global, 0.0, "diagonal loading if the Gram sum is not positive definite (0: throw)"},
-                        {"precision", parameter_scope::global, std::string("float32"), "float32 or float64 solve"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        {
-            const auto it = in.extra.find("gram");
-            const expression_list<input_node> grams = it == in.extra.end() ? expression_list<input_node>{} : it->second;
-            regmean_options o;
-            o.reduce_non_diagonal_ratio = p.number("reduce_non_diagonal_ratio");
-            o.ridge = p.number("ridge");
-            o.precision = parse_precision(in.tensor, p.text("precision"));
-            return regmean(in.models, grams, o);
-        };
-        return m;
+        const auto options = option_set<regmean_options>()
+                                 .global(&regmean_options::reduce_non_diagonal_ratio, "reduce_non_diagonal_ratio", "scale of the off-diagonal Gram entries (1 keeps them)")
+                                 .global(&regmean_options::ridge, "ridge", "diagonal loading if the Gram sum is not positive definite (0: throw)")
+                                 .choice(&regmean_options::precision, "precision", "float32 or float64 solve", detail::precision_choices());
+        return xmerge::make_method("regmean", "regression mean: the weight minimizing the squared output error on every model's inputs (needs Gram matrices)", false,
+                           options,
+                           [](const method_inputs& in, const regmean_options& o) -> any_expression
+                           {
+                               const auto it = in.extra.find("gram");
+                               const expression_list<input_node> grams = it == in.extra.end() ? expression_list<input_node>{} : it->second;
+                               return xmerge::regmean(in.models, grams, o);
+                           });
     }
 }
 

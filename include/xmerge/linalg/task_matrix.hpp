@@ -170,11 +170,11 @@ namespace xmerge::detail
         if (shape.size() != 2)
         {
             // The mean task vector: what these methods do for biases, norms and convolutions.
-            return task_arithmetic(models, base, std::vector<double>(models.size(), 1.0 / static_cast<double>(models.size())), {alpha, false});
+            return xmerge::task_arithmetic(models, base, std::vector<double>(models.size(), 1.0 / static_cast<double>(models.size())), {alpha, false});
         }
         std::vector<const_tensor_ref> reads{base.tensor()};
         append_reads(reads, models);
-        return computed(shape, tensor,
+        return xmerge::computed(shape, tensor,
                         [models, base, alpha, precision, solve, tensor](float* out)
                         {
                             with_precision(precision,

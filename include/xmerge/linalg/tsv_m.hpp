@@ -10,6 +10,7 @@
 #include <string>
 #include <utility>
 
+#include "../methods/options.hpp"
 #include "../methods/registry.hpp"
 #include "../ops/any.hpp"
 #include "../ops/list.hpp"
@@ -48,7 +49,8 @@ namespace xmerge
     inline any_expression tsv_m(const expression_list<input_node>& models, const input_node& base, const tsv_m_options& options = {});
 
     /// `tsv_m` for the method registry: `alpha` (1.0), `precision` ("float32"); needs a base.
-    inline method_info tsv_m_method();
+    template <class = void>
+    method_info tsv_m_method();
 
     namespace detail
     {
@@ -122,17 +124,14 @@ namespace xmerge
                                          [models, base](auto tag) { return detail::tsv_m_matrix<decltype(tag)>(models, base); });
     }
 
-    inline method_info tsv_m_method()
+    template <class T>
+    method_info tsv_m_method()
     {
-        method_info m;
-        m.name = "tsv_m";
-        m.needs_base = true;
-        m.summary = "task singular vectors: each task's top singular vectors, decorrelated across tasks";
-        m.parameters = {{"alpha", parameter_scope::global, 1.0, "scale of the merged task vector"},
-                        {"precision", parameter_scope::global, std::string("float32"), "float32 or float64 SVDs"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        { return tsv_m(in.models, *in.base, {p.number("alpha"), parse_precision(in.tensor, p.text("precision"))}); };
-        return m;
+        const auto options = option_set<tsv_m_options>()
+                                 .global(&tsv_m_options::alpha, "alpha", "scale of the merged task vector")
+                                 .choice(&tsv_m_options::precision, "precision", "float32 or float64 SVDs", detail::precision_choices());
+        return xmerge::make_method("tsv_m", "task singular vectors: each task's top singular vectors, decorrelated across tasks", true, options,
+                           [](const method_inputs& in, const tsv_m_options& o) -> any_expression { return xmerge::tsv_m(in.models, *in.base, o); });
     }
 }
 

@@ -38,16 +38,18 @@ namespace xmerge
     }
 
     /// `breadcrumbs` for the method registry (normalize false, rescale false).
-    inline method_info breadcrumbs_method()
+    template <class T = void>
+    method_info breadcrumbs_method()
     {
-        return detail::gta_method("breadcrumbs", "task vectors without outliers and small entries (Model Breadcrumbs)", sparsification::outliers,
+        return detail::gta_method<T>("breadcrumbs", "task vectors without outliers and small entries (Model Breadcrumbs)", sparsification::outliers,
                                   sign_consensus::none, false, false);
     }
 
     /// `breadcrumbs_ties` for the method registry (normalize false, rescale false).
-    inline method_info breadcrumbs_ties_method()
+    template <class T = void>
+    method_info breadcrumbs_ties_method()
     {
-        return detail::gta_method("breadcrumbs_ties", "Model Breadcrumbs with sign election", sparsification::outliers, sign_consensus::sum, false,
+        return detail::gta_method<T>("breadcrumbs_ties", "Model Breadcrumbs with sign election", sparsification::outliers, sign_consensus::sum, false,
                                   false);
     }
 }

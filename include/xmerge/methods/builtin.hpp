@@ -18,13 +18,14 @@ namespace xmerge
      * FusionBench) name. Methods that need LAPACK are included when the
      * xmerge::linalg target is linked (it defines XMERGE_WITH_LINALG).
      */
-    inline method_registry builtin_methods()
+    template <class T = void>
+    method_registry builtin_methods()
     {
         method_registry r;
-        add_averaging_methods(r);
-        add_sparse_geometric_methods(r);
-        add_data_aware_methods(r);
-        r.add(passthrough_method());
+        add_averaging_methods<T>(r);
+        add_sparse_geometric_methods<T>(r);
+        add_data_aware_methods<T>(r);
+        r.add(passthrough_method<T>());
         return r;
     }
 }

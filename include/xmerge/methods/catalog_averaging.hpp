@@ -12,10 +12,11 @@
 namespace xmerge
 {
     /// Registers the averaging family: linear, task_arithmetic.
-    inline void add_averaging_methods(method_registry& r)
+    template <class T = void>
+    void add_averaging_methods(method_registry& r)
     {
-        r.add(linear_method());
-        r.add(task_arithmetic_method());
+        r.add(linear_method<T>());
+        r.add(task_arithmetic_method<T>());
     }
 }
 

@@ -22,15 +22,16 @@ namespace xmerge
      * XMERGE_WITH_LINALG (the xmerge::linalg target) also regmean, tsv_m,
      * iso_c, iso_cts and opcm.
      */
-    inline void add_data_aware_methods(method_registry& r)
+    template <class T = void>
+    void add_data_aware_methods(method_registry& r)
     {
-        r.add(fisher_method());
+        r.add(fisher_method<T>());
 #if defined(XMERGE_WITH_LINALG)
-        r.add(regmean_method());
-        r.add(tsv_m_method());
-        r.add(iso_c_method());
-        r.add(iso_cts_method());
-        r.add(opcm_method());
+        r.add(regmean_method<T>());
+        r.add(tsv_m_method<T>());
+        r.add(iso_c_method<T>());
+        r.add(iso_cts_method<T>());
+        r.add(opcm_method<T>());
 #endif
     }
 }

@@ -22,23 +22,24 @@
 namespace xmerge
 {
     /// Registers the sparse-mask and geometry-aware family.
-    inline void add_sparse_geometric_methods(method_registry& r)
+    template <class T = void>
+    void add_sparse_geometric_methods(method_registry& r)
     {
-        r.add(ties_method());
-        r.add(dare_linear_method());
-        r.add(dare_ties_method());
-        r.add(breadcrumbs_method());
-        r.add(breadcrumbs_ties_method());
-        r.add(della_method());
-        r.add(della_linear_method());
-        r.add(sce_method());
-        r.add(magmax_method());
-        r.add(nearswap_method());
-        r.add(slerp_method());
-        r.add(nuslerp_method());
-        r.add(multislerp_method());
-        r.add(karcher_method());
-        r.add(model_stock_method());
+        r.add(ties_method<T>());
+        r.add(dare_linear_method<T>());
+        r.add(dare_ties_method<T>());
+        r.add(breadcrumbs_method<T>());
+        r.add(breadcrumbs_ties_method<T>());
+        r.add(della_method<T>());
+        r.add(della_linear_method<T>());
+        r.add(sce_method<T>());
+        r.add(magmax_method<T>());
+        r.add(nearswap_method<T>());
+        r.add(slerp_method<T>());
+        r.add(nuslerp_method<T>());
+        r.add(multislerp_method<T>());
+        r.add(karcher_method<T>());
+        r.add(model_stock_method<T>());
     }
 }
 

@@ -42,16 +42,18 @@ namespace xmerge
     }
 
     /// `dare_linear` for the method registry (normalize false, rescale true).
-    inline method_info dare_linear_method()
+    template <class T = void>
+    method_info dare_linear_method()
     {
-        return detail::gta_method("dare_linear", "randomly dropped, rescaled task vectors, summed (DARE)", sparsification::random, sign_consensus::none,
+        return detail::gta_method<T>("dare_linear", "randomly dropped, rescaled task vectors, summed (DARE)", sparsification::random, sign_consensus::none,
                                   false, true);
     }
 
     /// `dare_ties` for the method registry (normalize false, rescale true).
-    inline method_info dare_ties_method()
+    template <class T = void>
+    method_info dare_ties_method()
     {
-        return detail::gta_method("dare_ties", "randomly dropped, rescaled task vectors with sign election (DARE + TIES)", sparsification::random,
+        return detail::gta_method<T>("dare_ties", "randomly dropped, rescaled task vectors with sign election (DARE + TIES)", sparsification::random,
                                   sign_consensus::sum, false, true);
     }
 }

@@ -43,16 +43,18 @@ namespace xmerge
     }
 
     /// `della` for the method registry (normalize true, rescale true).
-    inline method_info della_method()
+    template <class T = void>
+    method_info della_method()
     {
-        return detail::gta_method("della", "magnitude-ranked random pruning with sign election (DELLA)", sparsification::ranked_random,
+        return detail::gta_method<T>("della", "magnitude-ranked random pruning with sign election (DELLA)", sparsification::ranked_random,
                                   sign_consensus::sum, true, true);
     }
 
     /// `della_linear` for the method registry (normalize false, rescale true).
-    inline method_info della_linear_method()
+    template <class T = void>
+    method_info della_linear_method()
     {
-        return detail::gta_method("della_linear", "magnitude-ranked random pruning, summed (DELLA)", sparsification::ranked_random, sign_consensus::none,
+        return detail::gta_method<T>("della_linear", "magnitude-ranked random pruning, summed (DELLA)", sparsification::ranked_random, sign_consensus::none,
                                   false, true);
     }
 }

@@ -25,6 +25,7 @@
 #include "../ops/scalar.hpp"
 #include "../ops/weighted_sum.hpp"
 #include "../simd/batch.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace xmerge
@@ -46,38 +47,37 @@ namespace xmerge
         std::vector<double> fisher_norms;
     };
 
+    namespace detail
+    {
+        /// sum_k w_k (F_k + eps) x_k / sum_k w_k (F_k + eps), reading every model and Fisher once per batch.
+        struct fisher_average_fn
+        {
+            float eps;
+
+            template <class Terms>
+            XMERGE_FORCE_INLINE auto operator()(const Terms& t) const noexcept
+            {
+                using B = typename Terms::batch;
+                const B e(eps);
+                B num(0.0f), den(0.0f);
+                for (std::size_t k = 0; k < t.size(); ++k)
+                {
+                    const B wf = t.weight(k) * (t.template at<1>(k) + e);
+                    num = simd::fma(wf, t[k], num);
+                    den = den + wf;
+                }
+                return num / den;
+            }
+        };
+    }
+
     /**
      * sum_i w_i (F_i + eps) x_i / sum_i w_i (F_i + eps), element-wise, over K
      * models x_i and their diagonal Fishers F_i, with weights that are numbers
      * or scalar expressions (the node behind fisher_merging).
-     *
-     * Each batch reads every model and Fisher once and accumulates the
-     * numerator and the denominator together; when all models share a dtype
-     * and all Fishers share one, the loop over the models is compiled for
-     * those dtypes.
      */
     template <class E, class F>
-    class fisher_average_node : public tensor_expression<fisher_average_node<E, F>>
-    {
-    public:
-        fisher_average_node(expression_list<E> models, expression_list<F> fishers, std::vector<any_scalar> weights, double eps);
-
-        const shape_type& shape() const noexcept { return m_models[0].shape(); }
-        std::string name() const { return m_models[0].name(); }
-        const expression_list<E>& models() const noexcept { return m_models; }
-        const expression_list<F>& fishers() const noexcept { return m_fishers; }
-        const std::vector<any_scalar>& weights() const noexcept { return m_weights; }
-        double eps() const noexcept { return m_eps; }
-
-        template <class G>
-        void for_each_input(G&& g) const;
-
-    private:
-        expression_list<E> m_models;
-        expression_list<F> m_fishers;
-        std::vector<any_scalar> m_weights;
-        double m_eps;
-    };
+    using fisher_average_node = list_node<detail::fisher_average_fn, any_scalar, E, F>;
 
     /**
      * Fisher-weighted averaging: with diagonal Fishers F_i (same shapes as the
@@ -104,7 +104,8 @@ namespace xmerge
      * Fisher tensors. The norms fisher_options::fisher_norms wants when a
      * multi-tensor model is merged tensor by tensor.
      */
-    inline std::vector<double> fisher_norms(const std::vector<std::vector<const_tensor_ref>>& fishers, const eval_options& options = {});
+    template <class = void>
+    std::vector<double> fisher_norms(const std::vector<std::vector<const_tensor_ref>>& fishers, const eval_options& options = {});
 
     /**
      * `fisher` for the method registry: reads extra["fisher"]; per-model
@@ -112,41 +113,11 @@ namespace xmerge
      * (1e-6). Declares the model statistic "fisher_norm" (||F_i||_2 over the
      * whole model).
      */
-    inline method_info fisher_method();
+    template <class = void>
+    method_info fisher_method();
 
     namespace detail
     {
-        /// One chunk of a Fisher average: K bound models and Fishers (arena memory).
-        template <class BX, class BF>
-        struct bound_fisher_average
-        {
-            const BX* models;
-            const BF* fishers;
-            const float* weights;
-            std::size_t count;
-            float eps;
-            bool uniform;  // inputs, every model of models[0]'s dtype and every Fisher of fishers[0]'s
-
-            template <class B>
-            XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept;
-        };
-
-        template <class E, class F>
-        class evaluator<fisher_average_node<E, F>>
-        {
-        public:
-            explicit evaluator(const fisher_average_node<E, F>& node);
-
-            std::size_t collect(statistics_registry& r);
-            auto bind(std::size_t begin, std::size_t n, arena& a) const;
-
-        private:
-            list_evaluator<E> m_models;
-            list_evaluator<F> m_fishers;
-            list_evaluator<any_scalar> m_weights;
-            float m_eps;
-        };
-
         /// Throws unless the list has `count` finite, non-negative values.
         inline void check_non_negative(const std::string& tensor, const char* parameter, const std::vector<double>& v, std::size_t count);
     }
@@ -155,109 +126,8 @@ namespace xmerge
      * Implementation   *
      ********************/
 
-    template <class E, class F>
-    inline fisher_average_node<E, F>::fisher_average_node(expression_list<E> models, expression_list<F> fishers, std::vector<any_scalar> weights, double eps)
-        : m_models(std::move(models))
-        , m_fishers(std::move(fishers))
-        , m_weights(std::move(weights))
-        , m_eps(eps)
-    {
-        if (m_models.empty() || m_fishers.size() != m_models.size() || m_weights.size() != m_models.size())
-        {
-            throw parameter_error(m_models.empty() ? std::string() : m_models[0].name(), "fisher", "needs one Fisher tensor and one weight per model");
-        }
-    }
-
-    template <class E, class F>
-    template <class G>
-    inline void fisher_average_node<E, F>::for_each_input(G&& g) const
-    {
-        m_models.for_each_input(g);
-        m_fishers.for_each_input(g);
-        for (const auto& w : m_weights)
-        {
-            w.for_each_input(g);
-        }
-    }
-
     namespace detail
     {
-        template <class BX, class BF>
-        template <class B>
-        XMERGE_FORCE_INLINE B bound_fisher_average<BX, BF>::packet(std::size_t i) const noexcept
-        {
-            using traits = simd::batch_traits<B>;
-            const B e = traits::broadcast(eps);
-            if constexpr (std::is_same<BX, bound_input>::value && std::is_same<BF, bound_input>::value)
-            {
-                if (uniform)
-                {
-                    // num += w (F + eps) x, den += w (F + eps), with loads typed once per chunk
-                    return with_element_type(models[0].type,
-                                             [&](auto model_tag) XMERGE_LAMBDA_INLINE
-                                             {
-                                                 using model_element = std::remove_pointer_t<decltype(model_tag)>;
-                                                 return with_element_type(fishers[0].type,
-                                                                          [&](auto fisher_tag) XMERGE_LAMBDA_INLINE
-                                                                          {
-                                                                              using fisher_element = std::remove_pointer_t<decltype(fisher_tag)>;
-                                                                              B num = traits::broadcast(0.0f);
-                                                                              B den = num;
-                                                                              for (std::size_t k = 0; k < count; ++k)
-                                                                              {
-                                                                                  const B f = load_as_float<B>(static_cast<const fisher_element*>(fishers[k].data) + i);
-                                                                                  const B x = load_as_float<B>(static_cast<const model_element*>(models[k].data) + i);
-                                                                                  const B wf = traits::broadcast(weights[k]) * (f + e);
-                                                                                  num = simd::fma(wf, x, num);
-                                                                                  den = den + wf;
-                                                                              }
-                                                                              return num / den;
-                                                                          });
-                                             });
-                }
-            }
-            B num = traits::broadcast(0.0f);
-            B den = num;
-            for (std::size_t k = 0; k < count; ++k)
-            {
-                const B wf = traits::broadcast(weights[k]) * (fishers[k].template packet<B>(i) + e);
-                num = simd::fma(wf, models[k].template packet<B>(i), num);
-                den = den + wf;
-            }
-            return num / den;
-        }
-
-        template <class E, class F>
-        inline evaluator<fisher_average_node<E, F>>::evaluator(const fisher_average_node<E, F>& node)
-            : m_models(node.models())
-            , m_fishers(node.fishers())
-            , m_weights(expression_list<any_scalar>(node.weights()))
-            , m_eps(static_cast<float>(node.eps()))
-        {
-        }
-
-        template <class E, class F>
-        inline std::size_t evaluator<fisher_average_node<E, F>>::collect(statistics_registry& r)
-        {
-            return std::max({m_models.collect(r), m_fishers.collect(r), m_weights.collect(r)});
-        }
-
-        template <class E, class F>
-        inline auto evaluator<fisher_average_node<E, F>>::bind(std::size_t begin, std::size_t n, arena& a) const
-        {
-            const std::size_t k = m_models.size();
-            auto* weights = a.allocate<float>(k);
-            for (std::size_t i = 0; i < k; ++i)
-            {
-                weights[i] = static_cast<float>(m_weights[i].value());
-            }
-            auto* models = m_models.bind(begin, n, a);
-            auto* fishers = m_fishers.bind(begin, n, a);
-            const bool uniform = uniform_inputs(models, k) && uniform_inputs(fishers, k);
-            return bound_fisher_average<std::remove_pointer_t<decltype(models)>, std::remove_pointer_t<decltype(fishers)>>{models, fishers, weights, k, m_eps,
-                                                                                                                           uniform};
-        }
-
         inline void check_non_negative(const std::string& tensor, const char* parameter, const std::vector<double>& v, std::size_t count)
         {
             if (v.size() != count)
@@ -298,13 +168,13 @@ namespace xmerge
         {
             if (models[i].shape() != models[0].shape())
             {
-                throw shape_error(models[i].name(), "", "model " + std::to_string(i) + " has shape " + to_string(models[i].shape()) + " but model 0 has shape "
-                                                            + to_string(models[0].shape()));
+                throw shape_error(models[i].name(), "", "model " + std::to_string(i) + " has shape " + xmerge::to_string(models[i].shape()) + " but model 0 has shape "
+                                                            + xmerge::to_string(models[0].shape()));
             }
             if (fishers[i].shape() != models[i].shape())
             {
-                throw shape_error(fishers[i].name(), "fisher", "Fisher " + std::to_string(i) + " has shape " + to_string(fishers[i].shape()) + " but its model has shape "
-                                                                   + to_string(models[i].shape()));
+                throw shape_error(fishers[i].name(), "fisher", "Fisher " + std::to_string(i) + " has shape " + xmerge::to_string(fishers[i].shape()) + " but its model has shape "
+                                                                   + xmerge::to_string(models[i].shape()));
             }
         }
         double total = 0.0;
@@ -323,7 +193,7 @@ namespace xmerge
             // This tensor's norms, computed in the statistics phase.
             for (std::size_t i = 0; i < k; ++i)
             {
-                weights.emplace_back(c[i] / (norm(fishers[i]) + eps));
+                weights.emplace_back(c[i] / (xmerge::norm(fishers[i]) + eps));
             }
         }
         else
@@ -337,10 +207,11 @@ namespace xmerge
                 weights.emplace_back(scalar_constant(options.normalize ? c[i] / (options.fisher_norms[i] + eps) : c[i]));
             }
         }
-        return fisher_average_node<E, F>(models, fishers, std::move(weights), eps);
+        return fisher_average_node<E, F>(detail::fisher_average_fn{static_cast<float>(eps)}, std::move(weights), models, fishers);
     }
 
-    inline std::vector<double> fisher_norms(const std::vector<std::vector<const_tensor_ref>>& fishers, const eval_options& options)
+    template <class>
+    std::vector<double> fisher_norms(const std::vector<std::vector<const_tensor_ref>>& fishers, const eval_options& options)
     {
         std::vector<double> out;
         out.reserve(fishers.size());
@@ -349,21 +220,36 @@ namespace xmerge
             double s = 0.0;
             for (const auto& f : model)
             {
-                s += value_of(sum_squares(input(f)), options);
+                s += xmerge::value_of(xmerge::sum_squares(xmerge::input(f)), options);
             }
             out.push_back(std::sqrt(s));
         }
         return out;
     }
 
-    inline method_info fisher_method()
+    template <class T>
+    method_info fisher_method()
     {
-        method_info m;
-        m.name = "fisher";
-        m.summary = "Fisher-weighted averaging: each element weighted by the models' diagonal Fisher information";
-        m.parameters = {{"weight", parameter_scope::per_model, 1.0, "model coefficient c_i"},
-                        {"normalize_fisher_weight", parameter_scope::global, true, "divide each coefficient by the model's Fisher norm"},
-                        {"minimal_fisher_weight", parameter_scope::global, 1e-6, "eps added to every Fisher value"}};
+        fisher_options defaults;
+        defaults.weights = {1.0};
+        const auto options = option_set<fisher_options>(defaults)
+                                 .per_model(&fisher_options::weights, "weight", "model coefficient c_i")
+                                 .global(&fisher_options::normalize, "normalize_fisher_weight", "divide each coefficient by the model's Fisher norm")
+                                 .global(&fisher_options::minimal_fisher_weight, "minimal_fisher_weight", "eps added to every Fisher value");
+        method_info m = xmerge::make_method("fisher", "Fisher-weighted averaging: each element weighted by the models' diagonal Fisher information", false, options,
+                                    [](const method_inputs& in, fisher_options o) -> any_expression
+                                    {
+                                        const auto it = in.extra.find("fisher");
+                                        if (it == in.extra.end())
+                                        {
+                                            throw parameter_error(in.tensor, "fisher", "Fisher merging needs one Fisher tensor per model (extra \"fisher\")");
+                                        }
+                                        if (o.normalize)
+                                        {
+                                            o.fisher_norms = in.model_statistics.at("fisher_norm");
+                                        }
+                                        return xmerge::fisher_merging(in.models, it->second, o);
+                                    });
         model_statistic norms;
         norms.name = "fisher_norm";
         norms.per_tensor = [](const method_inputs& in)
@@ -376,29 +262,12 @@ namespace xmerge
             std::vector<double> squares;
             for (const auto& f : it->second)
             {
-                squares.push_back(value_of(sum_squares(f)));
+                squares.push_back(xmerge::value_of(xmerge::sum_squares(f)));
             }
             return squares;
         };
         norms.finish = [](double s) { return std::sqrt(s); };
         m.model_statistics = {norms};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        {
-            const auto it = in.extra.find("fisher");
-            if (it == in.extra.end())
-            {
-                throw parameter_error(in.tensor, "fisher", "Fisher merging needs one Fisher tensor per model (extra \"fisher\")");
-            }
-            fisher_options o;
-            o.weights = p.per_model("weight", in.models.size());
-            o.normalize = p.flag("normalize_fisher_weight");
-            o.minimal_fisher_weight = p.number("minimal_fisher_weight");
-            if (o.normalize)
-            {
-                o.fisher_norms = in.model_statistics.at("fisher_norm");
-            }
-            return fisher_merging(in.models, it->second, o);
-        };
         return m;
     }
 }

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "../ops/sign_election.hpp"
 #include "../ops/task_vector.hpp"
 #include "../simd/random.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 #include "task_arithmetic.hpp"
 
@@ -83,14 +85,26 @@ namespace xmerge
         template <class E, class B, class Prune>
         any_expression compose_gta(const expression_list<E>& models, const B& base, const gta_options& o, Prune&& prune);
 
-        /// Parameter specs shared by the generalized task arithmetic methods (mergekit's names and defaults).
-        inline std::vector<parameter_spec> gta_parameters(bool normalize, bool rescale, sparsification method);
+        /// The registry parameters of the generalized task arithmetic methods (mergekit's names and defaults).
+        struct gta_parameters
+        {
+            std::vector<double> weight;
+            std::vector<double> density{1.0};
+            double lambda = 1.0;
+            bool normalize = false;
+            bool rescale = false;
+            std::optional<rescale_kind> rescale_norm;
+            bool int8_mask = false;
+            std::vector<double> gamma{0.01};
+            std::vector<double> epsilon{0.15};
+        };
 
         /// gta_options from registry parameters.
-        inline gta_options gta_from_parameters(const method_inputs& in, const parameters& p, sparsification method, sign_consensus consensus);
+        inline gta_options gta_from_parameters(const method_inputs& in, const gta_parameters& p, sparsification method, sign_consensus consensus);
 
         /// A registry entry for one preset.
-        inline method_info gta_method(std::string name, std::string summary, sparsification method, sign_consensus consensus, bool normalize, bool rescale);
+        template <class = void>
+        method_info gta_method(std::string name, std::string summary, sparsification method, sign_consensus consensus, bool normalize, bool rescale);
     }
 
     /********************
@@ -122,30 +136,30 @@ namespace xmerge
         inline any_expression compose_gta(const expression_list<E>& models, const B& base, const gta_options& o, Prune&& prune)
         {
             const std::string tensor = base.name();
-            check_finite(tensor, "lambda", o.lambda);
-            const auto deltas = task_vectors(models, base);
+            detail::check_finite(tensor, "lambda", o.lambda);
+            const auto deltas = xmerge::task_vectors(models, base);
             // Shared: the pruned vector is read by the merge and measured by the rescaling.
             using pruned_type = shared_node<decltype(prune(deltas[0], std::size_t{0}, 1.0))>;
             using term_type = decltype(std::declval<pruned_type>() * std::declval<any_scalar>());
             expression_list<term_type> terms;
             for (std::size_t k = 0; k < deltas.size(); ++k)
             {
-                const double density = per_model_value(o.densities, k, 1.0, tensor, "density", models.size());
+                const double density = detail::per_model_value(o.densities, k, 1.0, tensor, "density", models.size());
                 if (density < 0.0)
                 {
                     throw parameter_error(tensor, "density", "must not be negative, got " + std::to_string(density));
                 }
-                auto pruned = shared(prune(deltas[k], k, density));
+                auto pruned = xmerge::shared(prune(deltas[k], k, density));
                 // Sparsification is skipped at density >= 1, and so is rescaling.
                 const rescale_kind kind = density >= 1.0 ? rescale_kind::none : o.rescale;
-                any_scalar factor = rescale_factor(pruned, deltas[k], kind, density);
+                any_scalar factor = xmerge::rescale_factor(pruned, deltas[k], kind, density);
                 terms.push_back(std::move(pruned) * std::move(factor));
             }
             election_options election;
             election.consensus = o.consensus;
             election.elect_on_weighted = true;
             election.divisor = !o.normalize ? merge_divisor::none : (o.consensus == sign_consensus::none ? merge_divisor::weights : o.elected_divisor);
-            return map(add_scaled_fn{}, base, elected_sum(terms, o.weights, election), o.lambda);
+            return xmerge::map(add_scaled_fn{}, base, xmerge::elected_sum(terms, o.weights, election), o.lambda);
         }
     }
 
@@ -153,7 +167,7 @@ namespace xmerge
     inline any_expression generalized_task_arithmetic(const expression_list<E>& models, const B& base, const gta_options& o)
     {
         const std::string tensor = base.name();
-        const std::size_t n = numel(base.shape());
+        const std::size_t n = xmerge::numel(base.shape());
         const std::uint64_t stream = simd::hash_name(o.stream.empty() ? tensor : o.stream);
         switch (o.method)
         {
@@ -169,7 +183,7 @@ namespace xmerge
                                                    throw parameter_error(tensor, "density", "density " + std::to_string(density) + " keeps no element of "
                                                                                                 + std::to_string(n) + "; raise it");
                                                }
-                                               return keep_top_k(d, k);
+                                               return xmerge::keep_top_k(d, k);
                                            });
             case sparsification::outliers:
                 return detail::compose_gta(models, base, o,
@@ -185,18 +199,18 @@ namespace xmerge
                                                double top = density >= 1.0 ? 0.0 : std::floor(gamma * size);
                                                // too few small entries to drop: drop fewer large ones instead
                                                top = std::min(top, size - keep);
-                                               return keep_rank_range(d, top, top + keep);
+                                               return xmerge::keep_rank_range(d, top, top + keep);
                                            });
             case sparsification::random:
                 return detail::compose_gta(models, base, o,
                                            [&](const auto& d, std::size_t k, double density)
-                                           { return d * bernoulli_mask(d, std::min(density, 1.0), simd::make_random_key(o.seed, stream, k)); });
+                                           { return d * xmerge::bernoulli_mask(d, std::min(density, 1.0), simd::make_random_key(o.seed, stream, k)); });
             case sparsification::ranked_random:
                 return detail::compose_gta(models, base, o,
                                            [&](const auto& d, std::size_t k, double density)
                                            {
                                                const double epsilon = detail::per_model_value(o.epsilons, k, 0.15, tensor, "epsilon", models.size());
-                                               return d * bernoulli_mask(d, magnitude_rank_probability(d, density, epsilon), simd::make_random_key(o.seed, stream, k));
+                                               return d * xmerge::bernoulli_mask(d, xmerge::magnitude_rank_probability(d, density, epsilon), simd::make_random_key(o.seed, stream, k));
                                            });
         }
         throw parameter_error(tensor, "sparsification", "unknown method");
@@ -204,62 +218,60 @@ namespace xmerge
 
     namespace detail
     {
-        inline std::vector<parameter_spec> gta_parameters(bool normalize, bool rescale, sparsification method)
+        inline std::vector<std::pair<std::string, rescale_kind>> rescale_choices()
         {
-            std::vector<parameter_spec> specs = {
-                {"weight", parameter_scope::per_model, std::nullopt, "weight of each task vector"},
-                {"density", parameter_scope::per_model, 1.0, "fraction of each task vector kept"},
-                {"lambda", parameter_scope::global, 1.0, "scale of the merged task vector"},
-                {"normalize", parameter_scope::global, normalize, "divide by the sum of the weights taking part"},
-                {"rescale", parameter_scope::global, rescale, "rescale sparsified task vectors to their original L1 norm"},
-                {"rescale_norm", parameter_scope::global, std::nullopt, "rescaling: none, density, l1, l2 or linf (overrides rescale)", true},
-                {"int8_mask", parameter_scope::global, false, "accepted for compatibility; masks are never stored"}};
-            if (method == sparsification::outliers)
-            {
-                specs.push_back({"gamma", parameter_scope::per_model, 0.01, "fraction of largest magnitudes dropped"});
-            }
-            if (method == sparsification::ranked_random)
-            {
-                specs.push_back({"epsilon", parameter_scope::per_model, 0.15, "spread of keep probabilities around density"});
-            }
-            return specs;
+            return {{"none", rescale_kind::none}, {"density", rescale_kind::density}, {"l1", rescale_kind::l1}, {"l2", rescale_kind::l2}, {"linf", rescale_kind::linf}};
         }
 
-        inline gta_options gta_from_parameters(const method_inputs& in, const parameters& p, sparsification method, sign_consensus consensus)
+        inline gta_options gta_from_parameters(const method_inputs& in, const gta_parameters& p, sparsification method, sign_consensus consensus)
         {
-            const std::size_t k = in.models.size();
             gta_options o;
             o.method = method;
             o.consensus = consensus;
-            o.weights = p.per_model("weight", k);
-            o.densities = p.per_model("density", k);
-            o.lambda = p.number("lambda");
-            o.normalize = p.flag("normalize");
-            o.rescale = p.has("rescale_norm") ? parse_rescale_kind(p.text("rescale_norm"), in.tensor)
-                                              : (p.flag("rescale") ? rescale_kind::l1 : rescale_kind::none);
-            if (p.has("gamma"))
+            o.weights = p.weight;
+            o.densities = p.density;
+            o.lambda = p.lambda;
+            o.normalize = p.normalize;
+            o.rescale = p.rescale_norm ? *p.rescale_norm : (p.rescale ? rescale_kind::l1 : rescale_kind::none);
+            if (method == sparsification::outliers)
             {
-                o.gammas = p.per_model("gamma", k);
+                o.gammas = p.gamma;
             }
-            if (p.has("epsilon"))
+            if (method == sparsification::ranked_random)
             {
-                o.epsilons = p.per_model("epsilon", k);
+                o.epsilons = p.epsilon;
             }
             o.seed = in.seed;
             o.stream = in.tensor;
             return o;
         }
 
-        inline method_info gta_method(std::string name, std::string summary, sparsification method, sign_consensus consensus, bool normalize, bool rescale)
+        template <class T>
+        method_info gta_method(std::string name, std::string summary, sparsification method, sign_consensus consensus, bool normalize, bool rescale)
         {
-            method_info m;
-            m.name = std::move(name);
-            m.needs_base = true;
-            m.summary = std::move(summary);
-            m.parameters = gta_parameters(normalize, rescale, method);
-            m.build = [method, consensus](const method_inputs& in, const parameters& p) -> any_expression
-            { return generalized_task_arithmetic(in.models, *in.base, gta_from_parameters(in, p, method, consensus)); };
-            return m;
+            using P = gta_parameters;
+            P defaults;
+            defaults.normalize = normalize;
+            defaults.rescale = rescale;
+            auto options = option_set<P>(defaults)
+                               .per_model(&P::weight, "weight", "weight of each task vector")
+                               .per_model(&P::density, "density", "fraction of each task vector kept")
+                               .global(&P::lambda, "lambda", "scale of the merged task vector")
+                               .global(&P::normalize, "normalize", "divide by the sum of the weights taking part")
+                               .global(&P::rescale, "rescale", "rescale sparsified task vectors to their original L1 norm")
+                               .choice(&P::rescale_norm, "rescale_norm", "rescaling: none, density, l1, l2 or linf (overrides rescale)", rescale_choices())
+                               .global(&P::int8_mask, "int8_mask", "accepted for compatibility; masks are never stored");
+            if (method == sparsification::outliers)
+            {
+                options.per_model(&P::gamma, "gamma", "fraction of largest magnitudes dropped");
+            }
+            if (method == sparsification::ranked_random)
+            {
+                options.per_model(&P::epsilon, "epsilon", "spread of keep probabilities around density");
+            }
+            return xmerge::make_method(std::move(name), std::move(summary), true, std::move(options),
+                               [method, consensus](const method_inputs& in, const P& p) -> any_expression
+                               { return xmerge::generalized_task_arithmetic(in.models, *in.base, gta_from_parameters(in, p, method, consensus)); });
         }
     }
 }

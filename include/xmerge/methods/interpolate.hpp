@@ -28,7 +28,7 @@ namespace xmerge
         {
             throw parameter_error(old_model.name(), "alpha", "must be finite, got " + std::to_string(alpha));
         }
-        return lerp(std::forward<A>(old_model), std::forward<B>(new_model), alpha);
+        return xmerge::lerp(std::forward<A>(old_model), std::forward<B>(new_model), alpha);
     }
 }
 

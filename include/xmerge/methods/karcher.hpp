@@ -15,6 +15,7 @@
 #include "../ops/any.hpp"
 #include "../ops/gram.hpp"
 #include "../ops/list.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace xmerge
@@ -30,13 +31,24 @@ namespace xmerge
      * K coefficients with the Gram matrix standing in for dot products:
      * one statistics pass and one element-wise pass whatever max_iter is.
      */
-    inline any_expression karcher(const expression_list<input_node>& points, std::size_t max_iter = 10, double tol = 1e-5);
+    template <class E>
+    any_expression karcher(const expression_list<E>& points, std::size_t max_iter = 10, double tol = 1e-5);
 
     /// The coefficients of the Karcher mean in the basis of the inputs.
     inline std::vector<double> karcher_coefficients(const gram_matrix& g, std::size_t max_iter, double tol);
 
+    namespace detail
+    {
+        struct karcher_parameters
+        {
+            std::size_t max_iter = 10;
+            double tol = 1e-5;
+        };
+    }
+
     /// `karcher` for the method registry (a base model, if given, is one more point).
-    inline method_info karcher_method();
+    template <class = void>
+    method_info karcher_method();
 
     /********************
      * Implementation   *
@@ -135,7 +147,8 @@ namespace xmerge
         return c;
     }
 
-    inline any_expression karcher(const expression_list<input_node>& points, std::size_t max_iter, double tol)
+    template <class E>
+    any_expression karcher(const expression_list<E>& points, std::size_t max_iter, double tol)
     {
         if (points.empty())
         {
@@ -149,35 +162,30 @@ namespace xmerge
         {
             return points[0];
         }
-        return gram_combination(points, [max_iter, tol](const gram_matrix& g) { return karcher_coefficients(g, max_iter, tol); });
+        return xmerge::gram_combination(points, [max_iter, tol](const gram_matrix& g) { return xmerge::karcher_coefficients(g, max_iter, tol); });
     }
 
-    inline method_info karcher_method()
+    template <class T>
+    method_info karcher_method()
     {
-        method_info m;
-        m.name = "karcher";
-        m.summary = "Riemannian mean of the models on the hypersphere";
-        m.parameters = {{"max_iter", parameter_scope::global, 10.0, "maximum number of gradient steps"},
-                        {"tol", parameter_scope::global, 1e-5, "convergence and zero-norm tolerance"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        {
-            const double iterations = p.number("max_iter");
-            if (iterations < 0.0 || iterations != std::floor(iterations))
-            {
-                throw parameter_error(in.tensor, "max_iter", "must be a non-negative integer");
-            }
-            expression_list<input_node> points;
-            if (in.base)
-            {
-                points.push_back(*in.base);
-            }
-            for (const auto& x : in.models)
-            {
-                points.push_back(x);
-            }
-            return karcher(points, static_cast<std::size_t>(iterations), p.number("tol"));
-        };
-        return m;
+        using P = detail::karcher_parameters;
+        const auto options = option_set<P>()
+                                 .global(&P::max_iter, "max_iter", "maximum number of gradient steps")
+                                 .global(&P::tol, "tol", "convergence and zero-norm tolerance");
+        return xmerge::make_method("karcher", "Riemannian mean of the models on the hypersphere", false, options,
+                           [](const method_inputs& in, const P& p) -> any_expression
+                           {
+                               expression_list<input_node> points;
+                               if (in.base)
+                               {
+                                   points.push_back(*in.base);
+                               }
+                               for (const auto& x : in.models)
+                               {
+                                   points.push_back(x);
+                               }
+                               return xmerge::karcher(points, p.max_iter, p.tol);
+                           });
     }
 }
 

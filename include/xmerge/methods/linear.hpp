@@ -11,6 +11,7 @@
 #include "../core/error.hpp"
 #include "../ops/list.hpp"
 #include "../ops/weighted_sum.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace xmerge
@@ -31,7 +32,17 @@ namespace xmerge
     auto uniform_soup(const expression_list<E>& models);
 
     /// `linear` for the method registry: per-model `weight` (required), `normalize` (true).
-    inline method_info linear_method();
+    template <class = void>
+    method_info linear_method();
+
+    namespace detail
+    {
+        struct linear_parameters
+        {
+            std::vector<double> weight;
+            bool normalize = true;
+        };
+    }
 
     /********************
      * Implementation   *
@@ -47,7 +58,7 @@ namespace xmerge
         detail::check_weights(models[0].name(), models.size(), weights);
         if (!normalize)
         {
-            return weighted_sum(models, weights);
+            return xmerge::weighted_sum(models, weights);
         }
         double total = 0.0;
         for (double w : weights)
@@ -64,25 +75,24 @@ namespace xmerge
         {
             w /= total;
         }
-        return weighted_sum(models, normalized);
+        return xmerge::weighted_sum(models, normalized);
     }
 
     template <class E>
     inline auto uniform_soup(const expression_list<E>& models)
     {
-        return linear(models, std::vector<double>(models.size(), 1.0), true);
+        return xmerge::linear(models, std::vector<double>(models.size(), 1.0), true);
     }
 
-    inline method_info linear_method()
+    template <class T>
+    method_info linear_method()
     {
-        method_info m;
-        m.name = "linear";
-        m.summary = "weighted average of the models (model soup)";
-        m.parameters = {{"weight", parameter_scope::per_model, std::nullopt, "weight of each model"},
-                        {"normalize", parameter_scope::global, true, "divide by the sum of the weights"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        { return linear(in.models, p.per_model("weight", in.models.size()), p.flag("normalize")); };
-        return m;
+        using P = detail::linear_parameters;
+        const auto options = option_set<P>()
+                                 .per_model(&P::weight, "weight", "weight of each model")
+                                 .global(&P::normalize, "normalize", "divide by the sum of the weights");
+        return xmerge::make_method("linear", "weighted average of the models (model soup)", false, options,
+                           [](const method_inputs& in, const P& p) -> any_expression { return xmerge::linear(in.models, p.weight, p.normalize); });
     }
 }
 

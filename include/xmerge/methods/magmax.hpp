@@ -15,6 +15,7 @@
 #include "../ops/list.hpp"
 #include "../ops/max_magnitude.hpp"
 #include "../ops/task_vector.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 #include "task_arithmetic.hpp"
 
@@ -33,19 +34,25 @@ namespace xmerge
     auto magmax(const expression_list<E>& models, const B& base, double lambda = 1.0)
     {
         detail::check_finite(base.name(), "lambda", lambda);
-        return map(detail::add_scaled_fn{}, base, max_magnitude(task_vectors(models, base)), lambda);
+        return xmerge::map(detail::add_scaled_fn{}, base, xmerge::max_magnitude(xmerge::task_vectors(models, base)), lambda);
+    }
+
+    namespace detail
+    {
+        struct magmax_parameters
+        {
+            double lambda = 1.0;
+        };
     }
 
     /// `magmax` for the method registry.
-    inline method_info magmax_method()
+    template <class T = void>
+    method_info magmax_method()
     {
-        method_info m;
-        m.name = "magmax";
-        m.needs_base = true;
-        m.summary = "per element the task-vector entry of largest magnitude (MagMax)";
-        m.parameters = {{"lambda", parameter_scope::global, 1.0, "scale of the selected task vector"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression { return magmax(in.models, *in.base, p.number("lambda")); };
-        return m;
+        using P = detail::magmax_parameters;
+        const auto options = option_set<P>().global(&P::lambda, "lambda", "scale of the selected task vector");
+        return xmerge::make_method("magmax", "per element the task-vector entry of largest magnitude (MagMax)", true, options,
+                           [](const method_inputs& in, const P& p) -> any_expression { return xmerge::magmax(in.models, *in.base, p.lambda); });
     }
 }
 

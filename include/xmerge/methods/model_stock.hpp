@@ -16,6 +16,7 @@
 #include "../ops/gram.hpp"
 #include "../ops/list.hpp"
 #include "../ops/task_vector.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace xmerge
@@ -41,8 +42,17 @@ namespace xmerge
     /// The interpolation factor t of Model Stock for a Gram matrix of task vectors.
     inline double model_stock_ratio(const gram_matrix& g);
 
+    namespace detail
+    {
+        struct model_stock_parameters
+        {
+            bool filter_wise = false;
+        };
+    }
+
     /// `model_stock` for the method registry.
-    inline method_info model_stock_method();
+    template <class = void>
+    method_info model_stock_method();
 
     /********************
      * Implementation   *
@@ -76,26 +86,24 @@ namespace xmerge
         }
         const gram_rule rule = [](const gram_matrix& g)
         {
-            const double t = model_stock_ratio(g);
+            const double t = xmerge::model_stock_ratio(g);
             return std::vector<double>(g.k, t / static_cast<double>(g.k));
         };
-        const auto deltas = task_vectors(models, base);
+        const auto deltas = xmerge::task_vectors(models, base);
         if (filter_wise)
         {
-            return base + vector_gram_combination(deltas, vector_axis::last, rule);
+            return base + xmerge::vector_gram_combination(deltas, vector_axis::last, rule);
         }
-        return base + gram_combination(deltas, rule);
+        return base + xmerge::gram_combination(deltas, rule);
     }
 
-    inline method_info model_stock_method()
+    template <class T>
+    method_info model_stock_method()
     {
-        method_info m;
-        m.name = "model_stock";
-        m.needs_base = true;
-        m.summary = "interpolation toward the mean by the angle between task vectors (Model Stock)";
-        m.parameters = {{"filter_wise", parameter_scope::global, false, "one ratio per row instead of per tensor"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression { return model_stock(in.models, *in.base, p.flag("filter_wise")); };
-        return m;
+        using P = detail::model_stock_parameters;
+        const auto options = option_set<P>().global(&P::filter_wise, "filter_wise", "one ratio per row instead of per tensor");
+        return xmerge::make_method("model_stock", "interpolation toward the mean by the angle between task vectors (Model Stock)", true, options,
+                           [](const method_inputs& in, const P& p) -> any_expression { return xmerge::model_stock(in.models, *in.base, p.filter_wise); });
     }
 }
 

@@ -16,6 +16,7 @@
 #include "../ops/gram.hpp"
 #include "../ops/list.hpp"
 #include "../ops/task_vector.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace xmerge
@@ -33,14 +34,26 @@ namespace xmerge
      * weighted mean of the unit vectors vanishes (antipodal inputs), except
      * for two inputs, which then fall back to linear interpolation.
      */
-    inline any_expression multislerp(const expression_list<input_node>& models, const std::optional<input_node>& base, std::vector<double> weights,
+    template <class E>
+    any_expression multislerp(const expression_list<E>& models, const std::optional<detail::identity_t<E>>& base, std::vector<double> weights,
                                      bool normalize_weights = true, double eps = 1e-8);
 
     /// The coefficients of the multi-SLERP result in the basis of the inputs.
     inline std::vector<double> multislerp_coefficients(const gram_matrix& g, const std::vector<double>& weights, double eps, const std::string& tensor);
 
+    namespace detail
+    {
+        struct multislerp_parameters
+        {
+            std::vector<double> weight;
+            bool normalize_weights = true;
+            double eps = 1e-8;
+        };
+    }
+
     /// `multislerp` for the method registry.
-    inline method_info multislerp_method();
+    template <class = void>
+    method_info multislerp_method();
 
     /********************
      * Implementation   *
@@ -98,7 +111,8 @@ namespace xmerge
         return c;
     }
 
-    inline any_expression multislerp(const expression_list<input_node>& models, const std::optional<input_node>& base, std::vector<double> weights,
+    template <class E>
+    any_expression multislerp(const expression_list<E>& models, const std::optional<detail::identity_t<E>>& base, std::vector<double> weights,
                                      bool normalize_weights, double eps)
     {
         const std::string tensor = models.empty() ? std::string() : models[0].name();
@@ -127,25 +141,25 @@ namespace xmerge
                 x /= total;
             }
         }
-        const gram_rule rule = [weights, eps, tensor](const gram_matrix& g) { return multislerp_coefficients(g, weights, eps, tensor); };
+        const gram_rule rule = [weights, eps, tensor](const gram_matrix& g) { return xmerge::multislerp_coefficients(g, weights, eps, tensor); };
         if (base)
         {
-            return *base + gram_combination(task_vectors(models, *base), rule);
+            return *base + xmerge::gram_combination(xmerge::task_vectors(models, *base), rule);
         }
-        return gram_combination(models, rule);
+        return xmerge::gram_combination(models, rule);
     }
 
-    inline method_info multislerp_method()
+    template <class T>
+    method_info multislerp_method()
     {
-        method_info m;
-        m.name = "multislerp";
-        m.summary = "barycentric interpolation of several models on the hypersphere";
-        m.parameters = {{"weight", parameter_scope::per_model, std::nullopt, "weight of each model"},
-                        {"normalize_weights", parameter_scope::global, true, "divide the weights by their sum"},
-                        {"eps", parameter_scope::global, 1e-8, "guard against zero norms"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        { return multislerp(in.models, in.base, p.per_model("weight", in.models.size()), p.flag("normalize_weights"), p.number("eps")); };
-        return m;
+        using P = detail::multislerp_parameters;
+        const auto options = option_set<P>()
+                                 .per_model(&P::weight, "weight", "weight of each model")
+                                 .global(&P::normalize_weights, "normalize_weights", "divide the weights by their sum")
+                                 .global(&P::eps, "eps", "guard against zero norms");
+        return xmerge::make_method("multislerp", "barycentric interpolation of several models on the hypersphere", false, options,
+                           [](const method_inputs& in, const P& p) -> any_expression
+                           { return xmerge::multislerp(in.models, in.base, p.weight, p.normalize_weights, p.eps); });
     }
 }
 

@@ -12,6 +12,7 @@
 #include "../ops/any.hpp"
 #include "../ops/map.hpp"
 #include "../simd/batch.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace xmerge
@@ -29,10 +30,16 @@ namespace xmerge
     auto nearswap(const B& base, const X& model, double t);
 
     /// `nearswap` for the method registry: the base and exactly one model.
-    inline method_info nearswap_method();
+    template <class = void>
+    method_info nearswap_method();
 
     namespace detail
     {
+        struct nearswap_parameters
+        {
+            double t = 0.0;
+        };
+
         struct nearswap_fn
         {
             template <class T>
@@ -57,25 +64,23 @@ namespace xmerge
         {
             throw parameter_error(base.name(), "t", "must be positive and finite, got " + std::to_string(t));
         }
-        return map(detail::nearswap_fn{}, base, model, t);
+        return xmerge::map(detail::nearswap_fn{}, base, model, t);
     }
 
-    inline method_info nearswap_method()
+    template <class T>
+    method_info nearswap_method()
     {
-        method_info m;
-        m.name = "nearswap";
-        m.needs_base = true;
-        m.summary = "take the model where it is near the base, interpolate where it is far";
-        m.parameters = {{"t", parameter_scope::global, std::nullopt, "similarity threshold"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        {
-            if (in.models.size() != 1)
-            {
-                throw parameter_error(in.tensor, "models", "nearswap needs the base and exactly one model, got " + std::to_string(in.models.size()));
-            }
-            return nearswap(*in.base, in.models[0], p.number("t"));
-        };
-        return m;
+        using P = detail::nearswap_parameters;
+        const auto options = option_set<P>().required(&P::t, "t", "similarity threshold");
+        return xmerge::make_method("nearswap", "take the model where it is near the base, interpolate where it is far", true, options,
+                           [](const method_inputs& in, const P& p) -> any_expression
+                           {
+                               if (in.models.size() != 1)
+                               {
+                                   throw parameter_error(in.tensor, "models", "nearswap needs the base and exactly one model, got " + std::to_string(in.models.size()));
+                               }
+                               return xmerge::nearswap(*in.base, in.models[0], p.t);
+                           });
     }
 }
 

@@ -17,6 +17,7 @@
 #include "../ops/gram.hpp"
 #include "../ops/list.hpp"
 #include "../ops/task_vector.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace xmerge
@@ -41,14 +42,26 @@ namespace xmerge
      * vector: the two inputs are evaluated into memory (two float32 buffers
      * the size of the tensor) and each vector combined on its own.
      */
-    inline any_expression nuslerp(const expression_list<input_node>& models, const std::optional<input_node>& base, const std::vector<double>& weights,
+    template <class E>
+    any_expression nuslerp(const expression_list<E>& models, const std::optional<detail::identity_t<E>>& base, const std::vector<double>& weights,
                                   const nuslerp_options& options = {});
 
     /// The NuSLERP coefficients of two vectors from their Gram matrix.
     inline std::vector<double> nuslerp_coefficients(const gram_matrix& g, double t);
 
+    namespace detail
+    {
+        struct nuslerp_parameters
+        {
+            std::vector<double> weight;
+            bool flatten = true;
+            bool row_wise = false;
+        };
+    }
+
     /// `nuslerp` for the method registry: exactly two models, optional base.
-    inline method_info nuslerp_method();
+    template <class = void>
+    method_info nuslerp_method();
 
     /********************
      * Implementation   *
@@ -68,7 +81,8 @@ namespace xmerge
         return {std::sin((1.0 - t) * theta) / s, std::sin(t * theta) / s};
     }
 
-    inline any_expression nuslerp(const expression_list<input_node>& models, const std::optional<input_node>& base, const std::vector<double>& weights,
+    template <class E>
+    any_expression nuslerp(const expression_list<E>& models, const std::optional<detail::identity_t<E>>& base, const std::vector<double>& weights,
                                   const nuslerp_options& options)
     {
         const std::string tensor = models.empty() ? std::string() : models[0].name();
@@ -79,42 +93,37 @@ namespace xmerge
         detail::check_weights(tensor, 2, weights, "weight");
         const double total = weights[0] + weights[1];
         const double t = std::fabs(total) < 1e-6 ? 0.5 : weights[1] / total;
-        const gram_rule rule = [t](const gram_matrix& g) { return nuslerp_coefficients(g, t); };
+        const gram_rule rule = [t](const gram_matrix& g) { return xmerge::nuslerp_coefficients(g, t); };
         const vector_axis axis = options.flatten ? vector_axis::whole : (options.row_wise ? vector_axis::first : vector_axis::last);
         if (base)
         {
-            const auto deltas = task_vectors(models, *base);
+            const auto deltas = xmerge::task_vectors(models, *base);
             if (axis == vector_axis::whole)
             {
-                return *base + gram_combination(deltas, rule);
+                return *base + xmerge::gram_combination(deltas, rule);
             }
-            return *base + vector_gram_combination(deltas, axis, rule);
+            return *base + xmerge::vector_gram_combination(deltas, axis, rule);
         }
         if (axis == vector_axis::whole)
         {
-            return gram_combination(models, rule);
+            return xmerge::gram_combination(models, rule);
         }
-        return vector_gram_combination(models, axis, rule);
+        return xmerge::vector_gram_combination(models, axis, rule);
     }
 
-    inline method_info nuslerp_method()
+    template <class T>
+    method_info nuslerp_method()
     {
-        method_info m;
-        m.name = "nuslerp";
-        m.summary = "spherical interpolation of two models (or task vectors), per row or flattened";
-        m.parameters = {{"weight", parameter_scope::per_model, std::nullopt, "weight of each model; t = w1 / (w0 + w1)"},
-                        {"nuslerp_flatten", parameter_scope::global, true, "interpolate the flattened tensor"},
-                        {"nuslerp_row_wise", parameter_scope::global, false, "without flatten: vectors along dimension 0"},
-                        {"flatten", parameter_scope::global, std::nullopt, "alias of nuslerp_flatten", true},
-                        {"row_wise", parameter_scope::global, std::nullopt, "alias of nuslerp_row_wise", true}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        {
-            nuslerp_options o;
-            o.flatten = p.flag(p.has("flatten") ? "flatten" : "nuslerp_flatten");
-            o.row_wise = p.flag(p.has("row_wise") ? "row_wise" : "nuslerp_row_wise");
-            return nuslerp(in.models, in.base, p.per_model("weight", in.models.size()), o);
-        };
-        return m;
+        using P = detail::nuslerp_parameters;
+        const auto options = option_set<P>()
+                                 .per_model(&P::weight, "weight", "weight of each model; t = w1 / (w0 + w1)")
+                                 .global(&P::flatten, "nuslerp_flatten", "interpolate the flattened tensor")
+                                 .global(&P::row_wise, "nuslerp_row_wise", "without flatten: vectors along dimension 0")
+                                 .alias("flatten", "nuslerp_flatten")
+                                 .alias("row_wise", "nuslerp_row_wise");
+        return xmerge::make_method("nuslerp", "spherical interpolation of two models (or task vectors), per row or flattened", false, options,
+                           [](const method_inputs& in, const P& p) -> any_expression
+                           { return xmerge::nuslerp(in.models, in.base, p.weight, {p.flatten, p.row_wise}); });
     }
 }
 

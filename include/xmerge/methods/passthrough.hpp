@@ -7,9 +7,11 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "../ops/any.hpp"
 #include "../ops/arithmetic.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace xmerge
@@ -24,8 +26,17 @@ namespace xmerge
     template <class E>
     any_expression passthrough(const E& model, std::optional<double> scale = std::nullopt);
 
+    namespace detail
+    {
+        struct passthrough_parameters
+        {
+            std::optional<std::vector<double>> scale;
+        };
+    }
+
     /// `passthrough` for the method registry: exactly one model, optional per-model `scale`.
-    inline method_info passthrough_method();
+    template <class = void>
+    method_info passthrough_method();
 
     /********************
      * Implementation   *
@@ -41,27 +52,27 @@ namespace xmerge
         return xmerge::scale(model, static_cast<float>(*scale));
     }
 
-    inline method_info passthrough_method()
+    template <class T>
+    method_info passthrough_method()
     {
-        method_info m;
-        m.name = "passthrough";
-        m.summary = "one model's tensors, optionally scaled (copies, layer stacking)";
-        m.parameters = {{"scale", parameter_scope::per_model, std::nullopt, "multiplier of the tensor (none: copied unchanged)", true}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        {
-            if (in.models.size() != 1 || in.base)
-            {
-                throw parameter_error(in.tensor, "models", "method 'passthrough' takes exactly one model and no base_model, got "
-                                                               + std::to_string(in.models.size() + (in.base ? 1 : 0)));
-            }
-            std::optional<double> scale;
-            if (p.has("scale"))
-            {
-                scale = p.per_model("scale", 1).front();
-            }
-            return passthrough(in.models[0], scale);
-        };
-        return m;
+        using P = detail::passthrough_parameters;
+        const auto options = option_set<P>().per_model(&P::scale, "scale", "multiplier of the tensor (none: copied unchanged)");
+        return xmerge::make_method("passthrough", "one model's tensors, optionally scaled (copies, layer stacking)", false, options,
+                                   [](const method_inputs& in, const P& p) -> any_expression
+                                   {
+                                       if (in.models.size() != 1 || in.base)
+                                       {
+                                           throw parameter_error(in.tensor, "models",
+                                                                 "method 'passthrough' takes exactly one model and no base_model, got "
+                                                                     + std::to_string(in.models.size() + (in.base ? 1 : 0)));
+                                       }
+                                       std::optional<double> scale;
+                                       if (p.scale)
+                                       {
+                                           scale = p.scale->front();
+                                       }
+                                       return xmerge::passthrough(in.models[0], scale);
+                                   });
     }
 }
 

@@ -136,6 +136,13 @@ namespace xmerge
     class method_registry
     {
     public:
+        /**
+         * Adds (or replaces) a method. Throws parameter_error when its
+         * declaration is malformed: no name or builder, a parameter name
+         * that is not lower-case letters, digits and underscores or that
+         * appears twice, an optional parameter with a default, or a per-model
+         * default that is not a number or one number per model.
+         */
         void add(method_info info);
         bool contains(const std::string& name) const { return m_methods.count(name) != 0; }
         /// Throws parameter_error listing the known methods when `name` is not one.
@@ -153,9 +160,68 @@ namespace xmerge
         std::map<std::string, method_info> m_methods;
     };
 
+    namespace detail
+    {
+        /// Lower-case letters, digits and underscores, starting with a letter.
+        inline bool is_parameter_name(const std::string& name) noexcept;
+
+        /// Throws parameter_error unless the method's declaration is well formed.
+        inline void check_declaration(const method_info& info);
+    }
+
     /********************
      * Implementation   *
      ********************/
+
+    namespace detail
+    {
+        inline bool is_parameter_name(const std::string& name) noexcept
+        {
+            if (name.empty() || !(name[0] >= 'a' && name[0] <= 'z'))
+            {
+                return false;
+            }
+            return std::all_of(name.begin(), name.end(), [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'; });
+        }
+
+        inline void check_declaration(const method_info& info)
+        {
+            const auto fail = [&](const std::string& parameter, const std::string& reason)
+            { throw parameter_error("", parameter, "method '" + info.name + "': " + reason); };
+            if (!is_parameter_name(info.name))
+            {
+                fail("merge_method", "a method name is lower-case letters, digits and underscores");
+            }
+            if (!info.build)
+            {
+                fail("merge_method", "has no builder");
+            }
+            for (std::size_t i = 0; i < info.parameters.size(); ++i)
+            {
+                const parameter_spec& s = info.parameters[i];
+                if (!is_parameter_name(s.name))
+                {
+                    fail(s.name, "is not a parameter name (lower-case letters, digits and underscores)");
+                }
+                for (std::size_t j = 0; j < i; ++j)
+                {
+                    if (info.parameters[j].name == s.name)
+                    {
+                        fail(s.name, "is declared twice");
+                    }
+                }
+                if (s.optional && s.fallback)
+                {
+                    fail(s.name, "is optional but has a default");
+                }
+                if (s.scope == parameter_scope::per_model && s.fallback && !std::holds_alternative<double>(*s.fallback)
+                    && !std::holds_alternative<std::vector<double>>(*s.fallback))
+                {
+                    fail(s.name, "a per-model default is a number or one number per model");
+                }
+            }
+        }
+    }
 
     inline const parameter_value& parameters::get(const std::string& name) const
     {
@@ -237,6 +303,7 @@ namespace xmerge
 
     inline void method_registry::add(method_info info)
     {
+        detail::check_declaration(info);
         const std::string name = info.name;
         m_methods[name] = std::move(info);
     }
@@ -273,8 +340,7 @@ namespace xmerge
         complete.set_tensor_name(inputs.tensor);
         for (const auto& [name, value] : given.values())
         {
-            const std::string& wanted = name;  // C++17 lambdas cannot capture a structured binding
-            const bool known = std::any_of(info.parameters.begin(), info.parameters.end(), [&](const parameter_spec& s) { return s.name == wanted; });
+            const bool known = std::any_of(info.parameters.begin(), info.parameters.end(), [&, &n = name](const parameter_spec& s) { return s.name == n; });
             if (!known)
             {
                 std::string accepted;

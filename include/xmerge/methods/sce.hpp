@@ -19,6 +19,7 @@
 #include "../ops/sign_election.hpp"
 #include "../ops/task_vector.hpp"
 #include "../ops/variance.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace xmerge
@@ -42,10 +43,17 @@ namespace xmerge
     any_expression sce(const expression_list<E>& models, const B& base, double select_topk = 1.0);
 
     /// `sce` for the method registry.
-    inline method_info sce_method();
+    template <class = void>
+    method_info sce_method();
 
     namespace detail
     {
+        struct sce_parameters
+        {
+            double select_topk = 1.0;
+            bool int8_mask = false;
+        };
+
         struct ratio_or_uniform_fn
         {
             double uniform;
@@ -57,10 +65,10 @@ namespace xmerge
         {
             using term = typename Deltas::value_type;
             // the mean squares, shared by each weight and the total they are divided by
-            expression_list<shared_node<decltype(sum_squares(std::declval<term>()))>> squares;
+            expression_list<shared_node<decltype(xmerge::sum_squares(std::declval<term>()))>> squares;
             for (const auto& d : deltas)
             {
-                squares.push_back(shared(sum_squares(d)));
+                squares.push_back(xmerge::shared(xmerge::sum_squares(d)));
             }
             any_scalar total = squares[0];
             for (std::size_t k = 1; k < squares.size(); ++k)
@@ -71,13 +79,13 @@ namespace xmerge
             const ratio_or_uniform_fn ratio{1.0 / static_cast<double>(squares.size())};
             for (const auto& s : squares)
             {
-                weights.push_back(apply(ratio, s, total));
+                weights.push_back(xmerge::apply(ratio, s, total));
             }
             election_options election;
             election.consensus = sign_consensus::sum;
             election.elect_on_weighted = false;
             election.divisor = merge_divisor::weights;
-            return base + elected_sum(deltas, weights, election);
+            return base + xmerge::elected_sum(deltas, weights, election);
         }
     }
 
@@ -92,28 +100,27 @@ namespace xmerge
         {
             throw parameter_error(base.name(), "select_topk", "must be finite");
         }
-        const auto deltas = task_vectors(models, base);
+        const auto deltas = xmerge::task_vectors(models, base);
         if (select_topk >= 1.0)
         {
             return detail::sce_merge<E>(base, deltas);
         }
-        const auto spread = shared(variance(deltas));
-        const auto k = apply([topk = std::fabs(select_topk)](double nonzero) { return std::floor(topk * nonzero); }, count_nonzero(spread));
-        const auto mask = shared(top_k_mask(spread, k));
-        const auto selected = transform(deltas, [&](const auto& d) { return shared(d * mask); });
+        const auto spread = xmerge::shared(xmerge::variance(deltas));
+        const auto k = xmerge::apply([topk = std::fabs(select_topk)](double nonzero) { return std::floor(topk * nonzero); }, xmerge::count_nonzero(spread));
+        const auto mask = xmerge::shared(xmerge::top_k_mask(spread, k));
+        const auto selected = xmerge::transform(deltas, [&](const auto& d) { return xmerge::shared(d * mask); });
         return detail::sce_merge<E>(base, selected);
     }
 
-    inline method_info sce_method()
+    template <class T>
+    method_info sce_method()
     {
-        method_info m;
-        m.name = "sce";
-        m.needs_base = true;
-        m.summary = "variance-selected task vectors, mean-square weights and sign election (SCE)";
-        m.parameters = {{"select_topk", parameter_scope::global, 1.0, "fraction of high-variance elements kept"},
-                        {"int8_mask", parameter_scope::global, false, "accepted for compatibility; masks are never stored"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression { return sce(in.models, *in.base, p.number("select_topk")); };
-        return m;
+        using P = detail::sce_parameters;
+        const auto options = option_set<P>()
+                                 .global(&P::select_topk, "select_topk", "fraction of high-variance elements kept")
+                                 .global(&P::int8_mask, "int8_mask", "accepted for compatibility; masks are never stored");
+        return xmerge::make_method("sce", "variance-selected task vectors, mean-square weights and sign election (SCE)", true, options,
+                           [](const method_inputs& in, const P& p) -> any_expression { return xmerge::sce(in.models, *in.base, p.select_topk); });
     }
 }
 

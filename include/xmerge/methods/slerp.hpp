@@ -13,6 +13,7 @@
 #include "../ops/any.hpp"
 #include "../ops/gram.hpp"
 #include "../ops/list.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace xmerge
@@ -34,8 +35,17 @@ namespace xmerge
     /// The SLERP coefficients (s0, s1) of two vectors from their Gram matrix.
     inline std::vector<double> slerp_coefficients(const gram_matrix& g, double t);
 
+    namespace detail
+    {
+        struct slerp_parameters
+        {
+            double t = 0.0;
+        };
+    }
+
     /// `slerp` for the method registry: the base and exactly one model; `t` required.
-    inline method_info slerp_method();
+    template <class = void>
+    method_info slerp_method();
 
     /********************
      * Implementation   *
@@ -69,33 +79,31 @@ namespace xmerge
         {
             pair.push_back(v0);
             pair.push_back(v1);
-            return gram_combination(pair, [t](const gram_matrix& g) { return slerp_coefficients(g, t); });
+            return xmerge::gram_combination(pair, [t](const gram_matrix& g) { return xmerge::slerp_coefficients(g, t); });
         }
         else
         {
             expression_list<any_expression> any_pair;
             any_pair.push_back(v0);
             any_pair.push_back(v1);
-            return gram_combination(any_pair, [t](const gram_matrix& g) { return slerp_coefficients(g, t); });
+            return xmerge::gram_combination(any_pair, [t](const gram_matrix& g) { return xmerge::slerp_coefficients(g, t); });
         }
     }
 
-    inline method_info slerp_method()
+    template <class T>
+    method_info slerp_method()
     {
-        method_info m;
-        m.name = "slerp";
-        m.needs_base = true;
-        m.summary = "spherical interpolation between the base and one model";
-        m.parameters = {{"t", parameter_scope::global, std::nullopt, "interpolation factor: 0 is the base, 1 the model"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        {
-            if (in.models.size() != 1)
-            {
-                throw parameter_error(in.tensor, "models", "slerp interpolates the base with exactly one model, got " + std::to_string(in.models.size()));
-            }
-            return slerp(*in.base, in.models[0], p.number("t"));
-        };
-        return m;
+        using P = detail::slerp_parameters;
+        const auto options = option_set<P>().required(&P::t, "t", "interpolation factor: 0 is the base, 1 the model");
+        return xmerge::make_method("slerp", "spherical interpolation between the base and one model", true, options,
+                           [](const method_inputs& in, const P& p) -> any_expression
+                           {
+                               if (in.models.size() != 1)
+                               {
+                                   throw parameter_error(in.tensor, "models", "slerp interpolates the base with exactly one model, got " + std::to_string(in.models.size()));
+                               }
+                               return xmerge::slerp(*in.base, in.models[0], p.t);
+                           });
     }
 }
 

@@ -16,6 +16,7 @@
 #include "../ops/task_vector.hpp"
 #include "../ops/weighted_sum.hpp"
 #include "../simd/batch.hpp"
+#include "options.hpp"
 #include "registry.hpp"
 
 namespace xmerge
@@ -41,10 +42,18 @@ namespace xmerge
 
     /// `task_arithmetic` for the method registry: per-model `weight` (required),
     /// `lambda` (1), `normalize` (false); needs a base model.
-    inline method_info task_arithmetic_method();
+    template <class = void>
+    method_info task_arithmetic_method();
 
     namespace detail
     {
+        struct task_arithmetic_parameters
+        {
+            std::vector<double> weight;
+            double lambda = 1.0;
+            bool normalize = false;
+        };
+
         /// mergekit's divisor for a normalized sum of weights: 1 where it is (nearly) zero.
         inline double weight_divisor(const std::vector<double>& weights)
         {
@@ -83,25 +92,22 @@ namespace xmerge
     inline auto task_arithmetic(const expression_list<E>& models, const B& base, const std::vector<double>& weights, const task_arithmetic_options& options)
     {
         detail::check_finite(base.name(), "lambda", options.lambda);
-        auto mixed = weighted_sum(task_vectors(models, base), weights);
+        auto mixed = xmerge::weighted_sum(xmerge::task_vectors(models, base), weights);
         const double divisor = options.normalize ? detail::weight_divisor(weights) : 1.0;
-        return map(detail::add_scaled_fn{}, base, std::move(mixed), options.lambda / divisor);
+        return xmerge::map(detail::add_scaled_fn{}, base, std::move(mixed), options.lambda / divisor);
     }
 
-    inline method_info task_arithmetic_method()
+    template <class T>
+    method_info task_arithmetic_method()
     {
-        method_info m;
-        m.name = "task_arithmetic";
-        m.needs_base = true;
-        m.summary = "base plus the weighted sum of task vectors";
-        m.parameters = {{"weight", parameter_scope::per_model, std::nullopt, "weight of each task vector (negative to subtract)"},
-                        {"lambda", parameter_scope::global, 1.0, "scale of the merged task vector"},
-                        {"normalize", parameter_scope::global, false, "divide by the sum of the weights"}};
-        m.build = [](const method_inputs& in, const parameters& p) -> any_expression
-        {
-            return task_arithmetic(in.models, *in.base, p.per_model("weight", in.models.size()), {p.number("lambda"), p.flag("normalize")});
-        };
-        return m;
+        using P = detail::task_arithmetic_parameters;
+        const auto options = option_set<P>()
+                                 .per_model(&P::weight, "weight", "weight of each task vector (negative to subtract)")
+                                 .global(&P::lambda, "lambda", "scale of the merged task vector")
+                                 .global(&P::normalize, "normalize", "divide by the sum of the weights");
+        return xmerge::make_method("task_arithmetic", "base plus the weighted sum of task vectors", true, options,
+                           [](const method_inputs& in, const P& p) -> any_expression
+                           { return xmerge::task_arithmetic(in.models, *in.base, p.weight, {p.lambda, p.normalize}); });
     }
 }
 

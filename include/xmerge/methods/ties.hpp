@@ -41,13 +41,14 @@ namespace xmerge
     template <class E, class B>
     any_expression ties(const expression_list<E>& models, const B& base, std::vector<double> weights, std::vector<double> densities, double lambda = 1.0)
     {
-        return generalized_task_arithmetic(models, base, ties_options(std::move(weights), std::move(densities), lambda));
+        return xmerge::generalized_task_arithmetic(models, base, ties_options(std::move(weights), std::move(densities), lambda));
     }
 
     /// `ties` for the method registry.
-    inline method_info ties_method()
+    template <class T = void>
+    method_info ties_method()
     {
-        return detail::gta_method("ties", "trimmed task vectors with sign election (TIES)", sparsification::magnitude, sign_consensus::sum, true, false);
+        return detail::gta_method<T>("ties", "trimmed task vectors with sign election (TIES)", sparsification::magnitude, sign_consensus::sum, true, false);
     }
 }
 

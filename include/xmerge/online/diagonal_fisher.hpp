@@ -150,16 +150,16 @@ namespace xmerge
         {
             if (gradients[i].shape() != m_fishers[i].shape())
             {
-                throw shape_error(m_fishers[i].name(), "gradients", "gradient " + std::to_string(i) + " has shape " + to_string(gradients[i].shape())
-                                                                        + " but its Fisher buffer has shape " + to_string(m_fishers[i].shape()));
+                throw shape_error(m_fishers[i].name(), "gradients", "gradient " + std::to_string(i) + " has shape " + xmerge::to_string(gradients[i].shape())
+                                                                        + " but its Fisher buffer has shape " + xmerge::to_string(m_fishers[i].shape()));
             }
         }
-        using update = decltype(map(detail::accumulate_square_fn{}, input(m_fishers[0]), input(gradients[0]), scale));
+        using update = decltype(xmerge::map(detail::accumulate_square_fn{}, xmerge::input(m_fishers[0]), xmerge::input(gradients[0]), scale));
         std::vector<update> updates;
         updates.reserve(m_fishers.size());
         for (std::size_t i = 0; i < m_fishers.size(); ++i)
         {
-            updates.push_back(map(detail::accumulate_square_fn{}, input(m_fishers[i]), input(gradients[i]), scale));
+            updates.push_back(xmerge::map(detail::accumulate_square_fn{}, xmerge::input(m_fishers[i]), xmerge::input(gradients[i]), scale));
         }
         evaluate_all(updates, m_fishers, m_options);
         m_examples += examples;
@@ -176,18 +176,18 @@ namespace xmerge
             throw parameter_error("", "examples", "no example was added, so the Fisher is undefined");
         }
         const double inverse = 1.0 / static_cast<double>(m_examples);
-        using divided = decltype(map(detail::scale_fn{}, input(m_fishers[0]), inverse));
+        using divided = decltype(xmerge::map(detail::scale_fn{}, xmerge::input(m_fishers[0]), inverse));
         std::vector<divided> updates;
         updates.reserve(m_fishers.size());
         for (const auto& f : m_fishers)
         {
-            updates.push_back(map(detail::scale_fn{}, input(f), inverse));
+            updates.push_back(xmerge::map(detail::scale_fn{}, xmerge::input(f), inverse));
         }
         evaluate_all(updates, m_fishers, m_options);
         for (const auto& f : m_fishers)
         {
             // Squares are non-negative: the sum is finite exactly when every value is.
-            if (!std::isfinite(value_of(total(input(f)), m_options)))
+            if (!std::isfinite(xmerge::value_of(total(xmerge::input(f)), m_options)))
             {
                 throw parameter_error(f.name(), "gradients", "the Fisher holds inf or NaN: a gradient was not finite");
             }

@@ -74,8 +74,8 @@ namespace xmerge
         {
             if (params[i].shape() != m_averages[i].shape())
             {
-                throw shape_error(m_averages[i].name(), "params", "parameter " + std::to_string(i) + " has shape " + to_string(params[i].shape())
-                                                                      + " but its average has shape " + to_string(m_averages[i].shape()));
+                throw shape_error(m_averages[i].name(), "params", "parameter " + std::to_string(i) + " has shape " + xmerge::to_string(params[i].shape())
+                                                                      + " but its average has shape " + xmerge::to_string(m_averages[i].shape()));
             }
         }
     }
@@ -95,12 +95,12 @@ namespace xmerge
             evaluate_all(copies, m_averages, m_options);
             return;
         }
-        using blend_node = decltype(lerp(input_node(params[0]), input_node(params[0]), t));
+        using blend_node = decltype(xmerge::lerp(input_node(params[0]), input_node(params[0]), t));
         std::vector<blend_node> updates;
         updates.reserve(params.size());
         for (std::size_t i = 0; i < params.size(); ++i)
         {
-            updates.push_back(lerp(input_node(m_averages[i]), input_node(params[i]), t));
+            updates.push_back(xmerge::lerp(input_node(m_averages[i]), input_node(params[i]), t));
         }
         evaluate_all(updates, m_averages, m_options);
     }

@@ -40,6 +40,8 @@ namespace xmerge
             virtual std::size_t collect(statistics_registry& r) = 0;
             /// The chunk's values in an arena buffer readable up to padded_size(n).
             virtual const float* materialize(std::size_t begin, std::size_t n, arena& a) const = 0;
+            /// The chunk's values stored as `type` at `out` (the root of an evaluation: no buffer in between).
+            virtual void store_as(dtype type, std::size_t begin, std::size_t n, void* out, arena& a) const = 0;
         };
 
         class any_scalar_evaluator
@@ -70,9 +72,10 @@ namespace xmerge
             const float* materialize(std::size_t begin, std::size_t n, arena& a) const override
             {
                 float* buf = padded_buffer(n, a);
-                store_packets(n, buf, m_eval.bind(begin, n, a));
+                simd::store(n, buf, m_eval.bind(begin, n, a));
                 return buf;
             }
+            void store_as(dtype type, std::size_t, std::size_t n, void* out, arena& a) const override;
 
         private:
             evaluator<E> m_eval;
@@ -116,13 +119,14 @@ namespace xmerge
         };
     }
 
-    /// Any tensor expression, behind one type.
-    class any_expression : public tensor_expression<any_expression>
+    /// Any tensor expression, behind one type; used as `any_expression` (a class template only so that every node is one).
+    template <class Evaluator = detail::any_tensor_evaluator>
+    class basic_any_expression : public tensor_expression<basic_any_expression<Evaluator>>
     {
     public:
-        template <class E, class = std::enable_if_t<is_tensor_expression_v<E> && !std::is_same<std::decay_t<E>, any_expression>::value>>
-        any_expression(E&& e)
-            : m_node(std::make_shared<detail::any_node_impl<std::decay_t<E>, detail::any_tensor_evaluator, detail::tensor_evaluator_impl<std::decay_t<E>>>>(std::forward<E>(e)))
+        template <class E, class = std::enable_if_t<is_tensor_expression_v<E> && !std::is_same<std::decay_t<E>, basic_any_expression>::value>>
+        basic_any_expression(E&& e)
+            : m_node(std::make_shared<detail::any_node_impl<std::decay_t<E>, Evaluator, detail::tensor_evaluator_impl<std::decay_t<E>>>>(std::forward<E>(e)))
         {
         }
 
@@ -130,11 +134,13 @@ namespace xmerge
         std::string name() const { return m_node->name(); }
         template <class F>
         void for_each_input(F&& f) const { m_node->for_each_input(std::forward<F>(f)); }
-        const detail::any_node<detail::any_tensor_evaluator>& node() const noexcept { return *m_node; }
+        const detail::any_node<Evaluator>& node() const noexcept { return *m_node; }
 
     private:
-        std::shared_ptr<const detail::any_node<detail::any_tensor_evaluator>> m_node;
+        std::shared_ptr<const detail::any_node<Evaluator>> m_node;
     };
+
+    using any_expression = basic_any_expression<>;
 
     /// Any scalar expression, behind one type.
     class any_scalar : public scalar_expression<any_scalar>
@@ -164,6 +170,8 @@ namespace xmerge
             explicit evaluator(const any_expression& e) : m_impl(e.node().make_evaluator()) {}
             std::size_t collect(statistics_registry& r) { return m_impl->collect(r); }
             bound_pointer bind(std::size_t begin, std::size_t n, arena& a) const { return {m_impl->materialize(begin, n, a)}; }
+            /// Elements [begin, begin + n) stored as `type` at `out`, without the buffer bind() fills.
+            void store_chunk(dtype type, std::size_t begin, std::size_t n, void* out, arena& a) const { m_impl->store_as(type, begin, n, out, a); }
 
         private:
             std::unique_ptr<any_tensor_evaluator> m_impl;
@@ -180,6 +188,15 @@ namespace xmerge
         private:
             std::unique_ptr<any_scalar_evaluator> m_impl;
         };
+    }
+
+    namespace detail
+    {
+        template <class E>
+        inline void tensor_evaluator_impl<E>::store_as(dtype type, std::size_t begin, std::size_t n, void* out, arena& a) const
+        {
+            detail::store_packets_as(type, n, out, m_eval.bind(begin, n, a));
+        }
     }
 }
 

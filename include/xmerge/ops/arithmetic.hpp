@@ -27,19 +27,19 @@ namespace xmerge
      */
     ///@{
     template <class A, class B, std::enable_if_t<detail::is_tensor_binary_v<A, B>, int> = 0>
-    auto operator+(A&& a, B&& b) { return map(detail::plus_fn{}, std::forward<A>(a), std::forward<B>(b)); }
+    auto operator+(A&& a, B&& b) { return xmerge::map(detail::plus_fn{}, std::forward<A>(a), std::forward<B>(b)); }
 
     template <class A, class B, std::enable_if_t<detail::is_tensor_binary_v<A, B>, int> = 0>
-    auto operator-(A&& a, B&& b) { return map(detail::minus_fn{}, std::forward<A>(a), std::forward<B>(b)); }
+    auto operator-(A&& a, B&& b) { return xmerge::map(detail::minus_fn{}, std::forward<A>(a), std::forward<B>(b)); }
 
     template <class A, class B, std::enable_if_t<detail::is_tensor_binary_v<A, B>, int> = 0>
-    auto operator*(A&& a, B&& b) { return map(detail::multiplies_fn{}, std::forward<A>(a), std::forward<B>(b)); }
+    auto operator*(A&& a, B&& b) { return xmerge::map(detail::multiplies_fn{}, std::forward<A>(a), std::forward<B>(b)); }
 
     template <class A, class B, std::enable_if_t<detail::is_tensor_binary_v<A, B>, int> = 0>
-    auto operator/(A&& a, B&& b) { return map(detail::divides_fn{}, std::forward<A>(a), std::forward<B>(b)); }
+    auto operator/(A&& a, B&& b) { return xmerge::map(detail::divides_fn{}, std::forward<A>(a), std::forward<B>(b)); }
 
     template <class A, std::enable_if_t<is_tensor_expression_v<A>, int> = 0>
-    auto operator-(A&& a) { return map(detail::negate_fn{}, std::forward<A>(a)); }
+    auto operator-(A&& a) { return xmerge::map(detail::negate_fn{}, std::forward<A>(a)); }
     ///@}
 
     /// s * e, s a number or scalar expression.

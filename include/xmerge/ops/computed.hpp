@@ -77,7 +77,7 @@ namespace xmerge
         class evaluator<computed_node<F>> final : public statistic
         {
         public:
-            explicit evaluator(const computed_node<F>& node) : m_node(node), m_size(numel(node.shape())) {}
+            explicit evaluator(const computed_node<F>& node) : m_node(node), m_size(xmerge::numel(node.shape())) {}
 
             std::size_t collect(statistics_registry& r)
             {

@@ -16,10 +16,12 @@
 
 #include "../core/arena.hpp"
 #include "../core/bound.hpp"
+#include "../core/chunk_statistic.hpp"
 #include "../core/error.hpp"
 #include "../core/evaluate.hpp"
 #include "../core/expression.hpp"
 #include "../core/statistic.hpp"
+#include "../kernels/gram.hpp"
 #include "computed.hpp"
 #include "list.hpp"
 #include "scalar.hpp"
@@ -101,31 +103,58 @@ namespace xmerge
 
     namespace detail
     {
-        template <class E>
-        class evaluator<gram_combination_node<E>> final : public statistic
+        /// The Gram matrix of K terms as a chunk-statistic kernel; its coefficients are set when the pass ends.
+        struct gram_kernel
         {
-        public:
-            explicit evaluator(const gram_combination_node<E>& node);
+            using partial = std::vector<double>;  // the upper triangle, row by row
 
-            std::size_t collect(statistics_registry& r);
+            std::size_t k;
+            std::size_t elements;
+            gram_rule rule;
+            std::vector<deferred_scalar> coefficients;
+            bool done = false;
+
+            bool begin_pass(const pass_layout& layout, std::vector<partial>& partials)
+            {
+                partials.assign(done ? 0 : layout.tasks(), partial(k * (k + 1) / 2, 0.0));
+                return !done;
+            }
+
+            template <class Bound>
+            void accumulate(partial& p, const chunk_view& chunk, const Bound* terms) const
+            {
+                const float** values = chunk.scratch.allocate<const float*>(k);
+                for (std::size_t i = 0; i < k; ++i)
+                {
+                    values[i] = detail::chunk_values(chunk.size, terms[i], chunk.scratch);
+                }
+                kernels::gram_upper(values, k, chunk.size, p.data());
+            }
+
+            void end_pass(std::vector<partial>& partials);
+        };
+
+        template <class E>
+        class evaluator<gram_combination_node<E>> final : public chunk_statistic<gram_kernel, list_evaluator<E>>
+        {
+            using base = chunk_statistic<gram_kernel, list_evaluator<E>>;
+
+        public:
+            explicit evaluator(const gram_combination_node<E>& node)
+                : base(xmerge::numel(node.shape()), gram_kernel{node.terms().size(), xmerge::numel(node.shape()), node.rule(), std::vector<deferred_scalar>(node.terms().size())},
+                       node.terms())
+                , m_sum_node(weighted_sum_fn{}, this->kernel().coefficients, node.terms())
+                , m_sum(m_sum_node)
+            {
+            }
+
+            // The combination is bound for the element-wise pass, not for the Gram pass.
+            std::size_t collect(statistics_registry& r) { return this->collect_after(r, m_sum.collect(r)); }
             auto bind(std::size_t begin, std::size_t n, arena& a) const { return m_sum.bind(begin, n, a); }
 
-            std::size_t size() const noexcept override { return m_size; }
-            bool begin_pass(const pass_layout& layout) override;
-            void accumulate(std::size_t task, std::size_t begin, std::size_t n, arena& a) override;
-            void end_pass() override;
-
         private:
-            static weighted_sum_node<E, deferred_scalar> combination(const gram_combination_node<E>& node, std::vector<deferred_scalar>& c);
-
-            list_evaluator<E> m_terms;
-            gram_rule m_rule;
-            std::vector<deferred_scalar> m_coefficients;
             weighted_sum_node<E, deferred_scalar> m_sum_node;
             evaluator<weighted_sum_node<E, deferred_scalar>> m_sum;
-            std::size_t m_size;
-            std::vector<std::vector<double>> m_partials;  // per task: the upper triangle
-            bool m_done = false;
         };
 
         /// Element index of position j of vector v, for a tensor cut along an axis.
@@ -170,133 +199,20 @@ namespace xmerge
 
     namespace detail
     {
-        template <class E>
-        inline weighted_sum_node<E, deferred_scalar> evaluator<gram_combination_node<E>>::combination(const gram_combination_node<E>& node,
-                                                                                                      std::vector<deferred_scalar>& c)
+        inline void gram_kernel::end_pass(std::vector<partial>& partials)
         {
-            c.clear();
-            for (std::size_t i = 0; i < node.terms().size(); ++i)
-            {
-                c.emplace_back();  // each its own value
-            }
-            return weighted_sum_node<E, deferred_scalar>(node.terms(), c);
-        }
-
-        template <class E>
-        inline evaluator<gram_combination_node<E>>::evaluator(const gram_combination_node<E>& node)
-            : m_terms(node.terms())
-            , m_rule(node.rule())
-            , m_sum_node(combination(node, m_coefficients))
-            , m_sum(m_sum_node)
-            , m_size(numel(node.shape()))
-        {
-        }
-
-        template <class E>
-        inline std::size_t evaluator<gram_combination_node<E>>::collect(statistics_registry& r)
-        {
-            const std::size_t level = std::max(m_sum.collect(r), m_terms.collect(r)) + 1;
-            r.add(this, level);
-            return level;
-        }
-
-        template <class E>
-        inline bool evaluator<gram_combination_node<E>>::begin_pass(const pass_layout& layout)
-        {
-            if (m_done)
-            {
-                return false;
-            }
-            const std::size_t k = m_terms.size();
-            m_partials.assign(layout.tasks(), std::vector<double>(k * (k + 1) / 2, 0.0));
-            return true;
-        }
-
-        template <class E>
-        inline void evaluator<gram_combination_node<E>>::accumulate(std::size_t task, std::size_t begin, std::size_t n, arena& a)
-        {
-            using B = simd::batch;
-            using traits = simd::batch_traits<B>;
-            constexpr std::size_t w = simd::lanes;
-            constexpr std::size_t max_terms = 8;  // 36 products in registers
-            arena::frame frame(a);
-            const std::size_t k = m_terms.size();
-            const std::size_t pairs = k * (k + 1) / 2;
-            auto* terms = m_terms.bind(begin, n, a);
-            auto& partial = m_partials[task];
-            const std::size_t full = n - n % w;
-            if (k <= max_terms)
-            {
-                // One load per term and batch; every product accumulates in a register.
-                B acc[max_terms * (max_terms + 1) / 2];
-                for (std::size_t p = 0; p < pairs; ++p)
-                {
-                    acc[p] = traits::broadcast(0.0f);
-                }
-                B v[max_terms];
-                for (std::size_t j = 0; j < n; j += w)
-                {
-                    for (std::size_t i = 0; i < k; ++i)
-                    {
-                        v[i] = terms[i].template packet<B>(j);
-                    }
-                    if (j >= full)
-                    {
-                        // the padding of the last batch must not count
-                        const B keep = simd::select(simd::lane_offsets<B>() < B(static_cast<float>(n - full)), B(1.0f), B(0.0f));
-                        for (std::size_t i = 0; i < k; ++i)
-                        {
-                            v[i] = v[i] * keep;
-                        }
-                    }
-                    std::size_t p = 0;
-                    for (std::size_t i = 0; i < k; ++i)
-                    {
-                        for (std::size_t l = i; l < k; ++l)
-                        {
-                            acc[p] = simd::fma(v[i], v[l], acc[p]);
-                            ++p;
-                        }
-                    }
-                }
-                for (std::size_t p = 0; p < pairs; ++p)
-                {
-                    partial[p] += static_cast<double>(traits::reduce_add(acc[p]));
-                }
-                return;
-            }
-            auto** values = a.allocate<float*>(k);
-            for (std::size_t i = 0; i < k; ++i)
-            {
-                values[i] = a.buffer();
-                store_packets(n, values[i], terms[i]);
-            }
-            std::size_t p = 0;
-            for (std::size_t i = 0; i < k; ++i)
-            {
-                for (std::size_t l = i; l < k; ++l)
-                {
-                    partial[p++] += simd::sum(n, [](auto x, auto y) { return x * y; }, values[i], values[l]);
-                }
-            }
-        }
-
-        template <class E>
-        inline void evaluator<gram_combination_node<E>>::end_pass()
-        {
-            const std::size_t k = m_terms.size();
             gram_matrix g;
             g.k = k;
-            g.elements = m_size;
+            g.elements = elements;
             g.entries.assign(k * k, 0.0);
-            for (const auto& partial : m_partials)
+            for (const auto& upper : partials)
             {
                 std::size_t p = 0;
                 for (std::size_t i = 0; i < k; ++i)
                 {
                     for (std::size_t j = i; j < k; ++j)
                     {
-                        g.entries[i * k + j] += partial[p++];
+                        g.entries[i * k + j] += upper[p++];
                     }
                 }
             }
@@ -307,18 +223,17 @@ namespace xmerge
                     g.entries[i * k + j] = g.entries[j * k + i];
                 }
             }
-            m_partials.clear();
-            const std::vector<double> c = m_rule(g);
+            const std::vector<double> c = rule(g);
             for (std::size_t i = 0; i < k; ++i)
             {
-                m_coefficients[i].set(c[i]);
+                coefficients[i].set(c[i]);
             }
-            m_done = true;
+            done = true;
         }
 
         inline vector_layout layout_of(const shape_type& shape, vector_axis axis)
         {
-            const std::size_t n = numel(shape);
+            const std::size_t n = xmerge::numel(shape);
             if (axis == vector_axis::whole || shape.size() < 2 || n == 0)
             {
                 return {n == 0 ? std::size_t{0} : std::size_t{1}, n, 1, 1};
@@ -343,7 +258,7 @@ namespace xmerge
         auto f = [terms, shape, axis, rule](float* out, const eval_options& options)
         {
             const std::size_t k = terms.size();
-            const std::size_t n = numel(shape);
+            const std::size_t n = xmerge::numel(shape);
             std::vector<std::vector<float>> values(k, std::vector<float>(n));
             for (std::size_t i = 0; i < k; ++i)
             {
@@ -388,7 +303,7 @@ namespace xmerge
                                   }
                               });
         };
-        return computed(shape, terms[0].name(), std::move(f), std::move(reads));
+        return xmerge::computed(shape, terms[0].name(), std::move(f), std::move(reads));
     }
 }
 

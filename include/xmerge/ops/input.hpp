@@ -21,22 +21,29 @@
 
 namespace xmerge
 {
-    /// Leaf reading parameter memory (float32, bfloat16 or float16).
-    class input_node : public tensor_expression<input_node>
+    /**
+     * Leaf reading parameter memory (float32, bfloat16 or float16); used as
+     * `input_node`. (A class template only so that every node is one: see
+     * reduce.hpp on names xtensor shares.)
+     */
+    template <class Ref = const_tensor_ref>
+    class basic_input_node : public tensor_expression<basic_input_node<Ref>>
     {
     public:
-        explicit input_node(const_tensor_ref tensor) : m_tensor(std::move(tensor)) {}
+        explicit basic_input_node(Ref tensor) : m_tensor(std::move(tensor)) {}
 
         const shape_type& shape() const noexcept { return m_tensor.shape(); }
         std::string name() const { return m_tensor.name(); }
-        const const_tensor_ref& tensor() const noexcept { return m_tensor; }
+        const Ref& tensor() const noexcept { return m_tensor; }
 
         template <class F>
         void for_each_input(F&& f) const { f(m_tensor); }
 
     private:
-        const_tensor_ref m_tensor;
+        Ref m_tensor;
     };
+
+    using input_node = basic_input_node<>;
 
     /**
      * Leaf reading a lazy xtensor expression (an xt::xfunction over
@@ -130,6 +137,22 @@ namespace xmerge
             const xexpression_node<CT>& m_node;
         };
 
+        template <class T>
+        struct always_false : std::false_type
+        {
+        };
+
+        /// A lazy xtensor expression with float values (a leaf read element by element).
+        template <class T, class = void>
+        struct is_float_xexpression : std::false_type
+        {
+        };
+
+        template <class T>
+        struct is_float_xexpression<T, std::enable_if_t<xt::is_xexpression<T>::value>> : std::is_same<typename T::value_type, float>
+        {
+        };
+
         template <class T, class = void>
         struct has_tensor_ref : std::false_type
         {
@@ -170,7 +193,7 @@ namespace xmerge
             }
             if (!node.expression().has_linear_assign(strides))
             {
-                throw layout_error(node.name(), "", "xtensor expression of shape " + to_string(shape)
+                throw layout_error(node.name(), "", "xtensor expression of shape " + xmerge::to_string(shape)
                                                         + " cannot be read in linear order (broadcast or strided operands); evaluate it into a container first");
             }
         }
@@ -190,10 +213,17 @@ namespace xmerge
             const_tensor_ref r = xmerge::as_tensor(x, std::move(name));
             return input_node(std::move(r));
         }
+        else if constexpr (detail::is_float_xexpression<U>::value)
+        {
+            return xexpression_node<xt::const_xclosure_t<T>>(std::forward<T>(x), std::move(name));
+        }
         else
         {
-            static_assert(xt::is_xexpression<U>::value, "xmerge::input: expected a tensor_ref, a std::vector, or an xtensor expression");
-            return xexpression_node<xt::const_xclosure_t<T>>(std::forward<T>(x), std::move(name));
+            static_assert(detail::always_false<U>::value,
+                          "xmerge::input: a leaf holds float (float32), xmerge::bfloat16 or xmerge::float16 values: a tensor_ref, a pointer with a shape, "
+                          "a std::vector, a contiguous xtensor container, or a lazy xtensor expression of float. Convert other element types "
+                          "(double, integers) first, e.g. with xt::cast<float>(x).");
+            return input_node(const_tensor_ref());
         }
     }
 }

@@ -33,7 +33,7 @@ namespace xmerge
     template <class A, class B, class T>
     auto lerp(A&& a, B&& b, T&& t)
     {
-        return map(detail::lerp_fn{}, std::forward<A>(a), std::forward<B>(b), std::forward<T>(t));
+        return xmerge::map(detail::lerp_fn{}, std::forward<A>(a), std::forward<B>(b), std::forward<T>(t));
     }
 }
 

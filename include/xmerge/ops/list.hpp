@@ -6,6 +6,7 @@
 #define XMERGE_OPS_LIST_HPP
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <new>
 #include <string>
@@ -74,6 +75,18 @@ namespace xmerge
         template <class E>
         void check_models(const expression_list<E>& terms, const char* what = "a merge");
 
+        /// T in a non-deduced context (a parameter that must not take part in deduction).
+        template <class T>
+        struct identity
+        {
+            using type = T;
+        };
+        template <class T>
+        using identity_t = typename identity<T>::type;
+
+        /// Throws unless every weight is finite and there is one per term.
+        inline void check_weights(const std::string& tensor, std::size_t terms, const std::vector<double>& weights, const char* parameter = "weights");
+
         /**
          * The evaluators of a list of expressions: their statistics, and the
          * chunk's bound terms as an arena array (what nodes with a run-time
@@ -110,15 +123,15 @@ namespace xmerge
     template <class Range>
     inline auto inputs(const Range& range, const std::string& prefix)
     {
-        using node = decltype(input(*std::begin(range)));
+        using node = decltype(xmerge::input(*std::begin(range)));
         expression_list<node> out;
         std::size_t i = 0;
         for (const auto& x : range)
         {
-            auto leaf = input(x);
+            auto leaf = xmerge::input(x);
             if (leaf.name().empty())
             {
-                leaf = input(x, prefix + std::to_string(i));
+                leaf = xmerge::input(x, prefix + std::to_string(i));
             }
             out.push_back(std::move(leaf));
             ++i;
@@ -139,8 +152,23 @@ namespace xmerge
             {
                 if (terms[k].shape() != terms[0].shape())
                 {
-                    throw shape_error(terms[k].name(), "", "model " + std::to_string(k) + " has shape " + to_string(terms[k].shape()) + " but model 0 ('"
-                                                               + terms[0].name() + "') has shape " + to_string(terms[0].shape()));
+                    throw shape_error(terms[k].name(), "", "model " + std::to_string(k) + " has shape " + xmerge::to_string(terms[k].shape()) + " but model 0 ('"
+                                                               + terms[0].name() + "') has shape " + xmerge::to_string(terms[0].shape()));
+                }
+            }
+        }
+
+        inline void check_weights(const std::string& tensor, std::size_t terms, const std::vector<double>& weights, const char* parameter)
+        {
+            if (weights.size() != terms)
+            {
+                throw parameter_error(tensor, parameter, "expected " + std::to_string(terms) + " values (one per model), got " + std::to_string(weights.size()));
+            }
+            for (std::size_t k = 0; k < weights.size(); ++k)
+            {
+                if (!std::isfinite(weights[k]))
+                {
+                    throw parameter_error(tensor, parameter, "value " + std::to_string(k) + " is not finite (" + std::to_string(weights[k]) + ")");
                 }
             }
         }

@@ -17,6 +17,7 @@
 #include "../core/error.hpp"
 #include "../core/expression.hpp"
 #include "../core/statistic.hpp"
+#include "../core/tensor_ref.hpp"
 #include "../simd/batch.hpp"
 #include "scalar.hpp"
 
@@ -184,8 +185,8 @@ namespace xmerge
                         {
                             const std::string other = x.name();
                             throw shape_error(first_name.empty() ? other : first_name, "",
-                                              "element-wise operands have shapes " + to_string(m_shape)
-                                                  + (first_name.empty() ? "" : " ('" + first_name + "')") + " and " + to_string(x.shape())
+                                              "element-wise operands have shapes " + xmerge::to_string(m_shape)
+                                                  + (first_name.empty() ? "" : " ('" + first_name + "')") + " and " + xmerge::to_string(x.shape())
                                                   + (other.empty() ? "" : " ('" + other + "')"));
                         }
                     }

@@ -112,8 +112,8 @@ namespace xmerge
         {
             if (probability.shape() != like.shape())
             {
-                throw shape_error(like.name(), "probability", "per-element probabilities have shape " + to_string(probability.shape())
-                                                                  + " but the mask has shape " + to_string(like.shape()));
+                throw shape_error(like.name(), "probability", "per-element probabilities have shape " + xmerge::to_string(probability.shape())
+                                                                  + " but the mask has shape " + xmerge::to_string(like.shape()));
             }
         }
         return bernoulli_mask_node<prob>(detail::as_operand(std::forward<P>(probability)), key, like.shape(), like.name());

@@ -52,7 +52,7 @@ namespace xmerge
         {
             if (shape.size() < 2)
             {
-                return {1, numel(shape), 1};
+                return {1, xmerge::numel(shape), 1};
             }
             std::size_t inner = 1;
             for (std::size_t d = 2; d < shape.size(); ++d)
@@ -80,7 +80,7 @@ namespace xmerge
         const shape_type shape = e.shape();
         auto f = [e, shape, density, epsilon](float* out, const eval_options& options)
         {
-            const std::size_t n = numel(shape);
+            const std::size_t n = xmerge::numel(shape);
             if (density >= 1.0 || density <= 0.0)
             {
                 std::fill(out, out + n, density >= 1.0 ? 1.0f : 0.0f);
@@ -108,7 +108,7 @@ namespace xmerge
                                   }
                               });
         };
-        return computed(shape, e.name(), std::move(f), std::move(reads));
+        return xmerge::computed(shape, e.name(), std::move(f), std::move(reads));
     }
 }
 

@@ -17,8 +17,11 @@
 #include "../core/bound.hpp"
 #include "../core/error.hpp"
 #include "../core/expression.hpp"
+#include "../core/chunk_statistic.hpp"
 #include "../core/statistic.hpp"
+#include "../core/tensor_ref.hpp"
 #include "../simd/batch.hpp"
+#include "../simd/kernels.hpp"
 #include "scalar.hpp"
 
 namespace xmerge
@@ -28,8 +31,8 @@ namespace xmerge
      * shape, computed in the statistics phase.
      *
      * R is a reducer: `double identity() const`, `template <class... Bound> double chunk(std::size_t n, const Bound&...) const`
-     * (the reduction of one chunk of bound operands, usually through
-     * detail::sum_packets or detail::max_packets),
+     * (the reduction of one chunk of bound operands, through the kernels of
+     * simd/kernels.hpp),
      * `double combine(double, double) const` (associative), and
      * `double finish(double) const`. Chunk results are combined in element
      * order, in double precision, so the value does not depend on threads.
@@ -83,6 +86,26 @@ namespace xmerge
     auto count_nonzero(A&& a);
     ///@}
 
+    /** @name The same for every reference kind of a node
+     *  xtensor has unconstrained functions named norm and count_nonzero. With
+     *  both namespaces in use, these overloads (every node is a class template)
+     *  are more specialized than xtensor's, so the call stays xmerge's.
+     */
+    ///@{
+    template <template <class...> class N, class... T, std::enable_if_t<is_tensor_expression_v<N<T...>>, int> = 0>
+    auto norm(const N<T...>& a) { return xmerge::norm<const N<T...>&>(a); }
+    template <template <class...> class N, class... T, std::enable_if_t<is_tensor_expression_v<N<T...>>, int> = 0>
+    auto norm(N<T...>& a) { return xmerge::norm<const N<T...>&>(a); }
+    template <template <class...> class N, class... T, std::enable_if_t<is_tensor_expression_v<N<T...>>, int> = 0>
+    auto norm(N<T...>&& a) { return xmerge::norm<N<T...>>(std::move(a)); }
+    template <template <class...> class N, class... T, std::enable_if_t<is_tensor_expression_v<N<T...>>, int> = 0>
+    auto count_nonzero(const N<T...>& a) { return xmerge::count_nonzero<const N<T...>&>(a); }
+    template <template <class...> class N, class... T, std::enable_if_t<is_tensor_expression_v<N<T...>>, int> = 0>
+    auto count_nonzero(N<T...>& a) { return xmerge::count_nonzero<const N<T...>&>(a); }
+    template <template <class...> class N, class... T, std::enable_if_t<is_tensor_expression_v<N<T...>>, int> = 0>
+    auto count_nonzero(N<T...>&& a) { return xmerge::count_nonzero<N<T...>>(std::move(a)); }
+    ///@}
+
     namespace detail
     {
         struct sum_reducer_base
@@ -97,7 +120,7 @@ namespace xmerge
             template <class A, class B>
             double chunk(std::size_t n, const A& a, const B& b) const noexcept
             {
-                return sum_packets(n, [](auto x, auto y) { return x * y; }, a, b);
+                return simd::dot(n, a, b);
             }
         };
 
@@ -106,7 +129,7 @@ namespace xmerge
             template <class A>
             double chunk(std::size_t n, const A& a) const noexcept
             {
-                return sum_packets(n, [](auto x) { return x * x; }, a);
+                return simd::dot(n, a, a);
             }
         };
 
@@ -115,7 +138,7 @@ namespace xmerge
             template <class A>
             double chunk(std::size_t n, const A& a) const noexcept
             {
-                return sum_packets(n, [](auto x) { return simd::abs(x); }, a);
+                return simd::sum(n, [](auto x) { return simd::abs(x); }, a);
             }
         };
 
@@ -124,7 +147,7 @@ namespace xmerge
             template <class A>
             double chunk(std::size_t n, const A& a) const noexcept
             {
-                return sum_packets(n, [](auto x) { return x; }, a);
+                return simd::sum(n, [](auto x) { return x; }, a);
             }
         };
 
@@ -133,7 +156,7 @@ namespace xmerge
             template <class A>
             double chunk(std::size_t n, const A& a) const noexcept
             {
-                return sum_packets(n, [](auto x) { return simd::select(x != decltype(x)(0.0f), decltype(x)(1.0f), decltype(x)(0.0f)); }, a);
+                return simd::sum(n, [](auto x) { return simd::select(x != decltype(x)(0.0f), decltype(x)(1.0f), decltype(x)(0.0f)); }, a);
             }
         };
 
@@ -145,7 +168,7 @@ namespace xmerge
             template <class A>
             double chunk(std::size_t n, const A& a) const noexcept
             {
-                return max_packets(n, 0.0f, [](auto x) { return simd::abs(x); }, a);
+                return simd::maximum(n, 0.0f, [](auto x) { return simd::abs(x); }, a);
             }
         };
 
@@ -154,30 +177,54 @@ namespace xmerge
             double operator()(double x) const noexcept { return std::sqrt(x); }
         };
 
+        /// A reducer as a chunk-statistic kernel: one partial value per task, folded in task order.
+        template <class R>
+        struct reduce_kernel
+        {
+            using partial = double;
+
+            R reducer;
+            double value = 0.0;
+            bool done = false;
+
+            bool begin_pass(const pass_layout& layout, std::vector<double>& partials)
+            {
+                partials.assign(done ? 0 : layout.tasks(), reducer.identity());
+                return !done;
+            }
+
+            template <class... Bound>
+            void accumulate(double& task_value, const chunk_view& chunk, const Bound&... operands) const
+            {
+                task_value = reducer.combine(task_value, reducer.chunk(chunk.size, operands...));
+            }
+
+            void end_pass(std::vector<double>& partials)
+            {
+                double v = reducer.identity();
+                for (double p : partials)
+                {
+                    v = reducer.combine(v, p);
+                }
+                value = reducer.finish(v);
+                done = true;
+            }
+        };
+
         template <class R, class... Args>
-        class evaluator<reduce_node<R, Args...>> final : public statistic
+        class evaluator<reduce_node<R, Args...>> final : public chunk_statistic<reduce_kernel<R>, evaluator<Args>...>
         {
         public:
             explicit evaluator(const reduce_node<R, Args...>& node) : evaluator(node, std::index_sequence_for<Args...>{}) {}
 
-            std::size_t collect(statistics_registry& r);
-            double value() const noexcept { return m_value; }
-
-            std::size_t size() const noexcept override { return m_size; }
-            bool begin_pass(const pass_layout& layout) override;
-            void accumulate(std::size_t task, std::size_t begin, std::size_t n, arena& a) override;
-            void end_pass() override;
+            double value() const noexcept { return this->kernel().value; }
 
         private:
             template <std::size_t... I>
-            evaluator(const reduce_node<R, Args...>& node, std::index_sequence<I...>);
-
-            R m_reducer;
-            std::tuple<evaluator<Args>...> m_args;
-            std::size_t m_size;
-            std::vector<double> m_partials;
-            double m_value = 0.0;
-            bool m_done = false;
+            evaluator(const reduce_node<R, Args...>& node, std::index_sequence<I...>)
+                : chunk_statistic<reduce_kernel<R>, evaluator<Args>...>(xmerge::numel(node.shape()), reduce_kernel<R>{node.reducer()}, std::get<I>(node.args())...)
+            {
+            }
         };
     }
 
@@ -198,7 +245,7 @@ namespace xmerge
                 {
                     if (x.shape() != shape0)
                     {
-                        throw shape_error(x.name(), "", "reduction operands have shapes " + to_string(shape0) + " and " + to_string(x.shape()));
+                        throw shape_error(x.name(), "", "reduction operands have shapes " + xmerge::to_string(shape0) + " and " + xmerge::to_string(x.shape()));
                     }
                 };
                 (check(a), ...);
@@ -221,7 +268,7 @@ namespace xmerge
     template <class A, std::enable_if_t<is_tensor_expression_v<A>, int>>
     inline auto norm(A&& a)
     {
-        return apply(detail::sqrt_fn{}, sum_squares(std::forward<A>(a)));
+        return xmerge::apply(detail::sqrt_fn{}, xmerge::sum_squares(std::forward<A>(a)));
     }
 
     template <class A, std::enable_if_t<is_tensor_expression_v<A>, int>>
@@ -248,59 +295,6 @@ namespace xmerge
         return reduce_node<detail::nonzero_reducer, std::decay_t<A>>({}, std::forward<A>(a));
     }
 
-    namespace detail
-    {
-        template <class R, class... Args>
-        template <std::size_t... I>
-        inline evaluator<reduce_node<R, Args...>>::evaluator(const reduce_node<R, Args...>& node, std::index_sequence<I...>)
-            : m_reducer(node.reducer())
-            , m_args(std::get<I>(node.args())...)
-            , m_size(numel(node.shape()))
-        {
-        }
-
-        template <class R, class... Args>
-        inline std::size_t evaluator<reduce_node<R, Args...>>::collect(statistics_registry& r)
-        {
-            std::size_t level = 0;
-            std::apply([&](auto&... a) { ((level = std::max(level, a.collect(r))), ...); }, m_args);
-            r.add(this, level + 1);
-            return level + 1;
-        }
-
-        template <class R, class... Args>
-        inline bool evaluator<reduce_node<R, Args...>>::begin_pass(const pass_layout& layout)
-        {
-            if (m_done)
-            {
-                return false;
-            }
-            m_partials.assign(layout.tasks(), m_reducer.identity());
-            return true;
-        }
-
-        template <class R, class... Args>
-        inline void evaluator<reduce_node<R, Args...>>::accumulate(std::size_t task, std::size_t begin, std::size_t n, arena& a)
-        {
-            arena::frame frame(a);
-            const double c = std::apply([&](const auto&... arg) { return m_reducer.chunk(n, arg.bind(begin, n, a)...); }, m_args);
-            m_partials[task] = m_reducer.combine(m_partials[task], c);
-        }
-
-        template <class R, class... Args>
-        inline void evaluator<reduce_node<R, Args...>>::end_pass()
-        {
-            double v = m_reducer.identity();
-            for (double p : m_partials)
-            {
-                v = m_reducer.combine(v, p);
-            }
-            m_value = m_reducer.finish(v);
-            m_done = true;
-            m_partials.clear();
-            m_partials.shrink_to_fit();
-        }
-    }
 }
 
 #endif

@@ -91,11 +91,11 @@ namespace xmerge
                 }
                 return scalar_constant(1.0 / density);
             case rescale_kind::l1:
-                return apply(detail::norm_ratio_fn{}, norm_l1(original), norm_l1(pruned));
+                return xmerge::apply(detail::norm_ratio_fn{}, xmerge::norm_l1(original), xmerge::norm_l1(pruned));
             case rescale_kind::l2:
-                return apply(detail::norm_ratio_fn{}, norm(original), norm(pruned));
+                return xmerge::apply(detail::norm_ratio_fn{}, xmerge::norm(original), xmerge::norm(pruned));
             case rescale_kind::linf:
-                return apply(detail::norm_ratio_fn{}, norm_inf(original), norm_inf(pruned));
+                return xmerge::apply(detail::norm_ratio_fn{}, xmerge::norm_inf(original), xmerge::norm_inf(pruned));
         }
         return scalar_constant(1.0);
     }

@@ -219,15 +219,15 @@ namespace xmerge
     }
 
     template <class A, class B, std::enable_if_t<detail::is_scalar_binary_v<A, B>, int>>
-    inline auto operator+(A&& a, B&& b) { return apply(detail::plus_fn{}, std::forward<A>(a), std::forward<B>(b)); }
+    inline auto operator+(A&& a, B&& b) { return xmerge::apply(detail::plus_fn{}, std::forward<A>(a), std::forward<B>(b)); }
     template <class A, class B, std::enable_if_t<detail::is_scalar_binary_v<A, B>, int>>
-    inline auto operator-(A&& a, B&& b) { return apply(detail::minus_fn{}, std::forward<A>(a), std::forward<B>(b)); }
+    inline auto operator-(A&& a, B&& b) { return xmerge::apply(detail::minus_fn{}, std::forward<A>(a), std::forward<B>(b)); }
     template <class A, class B, std::enable_if_t<detail::is_scalar_binary_v<A, B>, int>>
-    inline auto operator*(A&& a, B&& b) { return apply(detail::multiplies_fn{}, std::forward<A>(a), std::forward<B>(b)); }
+    inline auto operator*(A&& a, B&& b) { return xmerge::apply(detail::multiplies_fn{}, std::forward<A>(a), std::forward<B>(b)); }
     template <class A, class B, std::enable_if_t<detail::is_scalar_binary_v<A, B>, int>>
-    inline auto operator/(A&& a, B&& b) { return apply(detail::divides_fn{}, std::forward<A>(a), std::forward<B>(b)); }
+    inline auto operator/(A&& a, B&& b) { return xmerge::apply(detail::divides_fn{}, std::forward<A>(a), std::forward<B>(b)); }
     template <class A, std::enable_if_t<is_scalar_expression_v<A>, int>>
-    inline auto operator-(A&& a) { return apply(detail::negate_fn{}, std::forward<A>(a)); }
+    inline auto operator-(A&& a) { return xmerge::apply(detail::negate_fn{}, std::forward<A>(a)); }
 
     namespace detail
     {

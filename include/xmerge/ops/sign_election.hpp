@@ -5,23 +5,14 @@
 #ifndef XMERGE_OPS_SIGN_ELECTION_HPP
 #define XMERGE_OPS_SIGN_ELECTION_HPP
 
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <type_traits>
-#include <string>
-#include <utility>
 #include <vector>
 
-#include "../core/arena.hpp"
-#include "../core/bound.hpp"
-#include "../core/error.hpp"
-#include "../core/expression.hpp"
-#include "../core/statistic.hpp"
+#include "../config.hpp"
 #include "../simd/batch.hpp"
 #include "list.hpp"
-#include "scalar.hpp"
-#include "weighted_sum.hpp"
+#include "list_node.hpp"
 
 namespace xmerge
 {
@@ -50,211 +41,97 @@ namespace xmerge
         bool elect_on_weighted = true;
     };
 
-    /**
-     * Sign election and disjoint merge of K (sparsified) task vectors:
-     *
-     *     e_k = w_k d_k,  s = elected sign,  agree_k = sign(e_k) == s  (a zero never agrees)
-     *     result = sum_k agree_k e_k / divisor
-     *
-     * With sign_consensus::none every entry agrees, and merge_divisor::weights
-     * divides by sum_k w_k (1 when its magnitude is below 1e-8), as mergekit's
-     * methods without consensus do. Weights may be scalar expressions.
-     */
-    template <class E, class W>
-    class elected_sum_node : public tensor_expression<elected_sum_node<E, W>>
+    namespace detail
     {
-    public:
-        elected_sum_node(expression_list<E> terms, std::vector<W> weights, election_options options);
-
-        const shape_type& shape() const noexcept { return m_terms[0].shape(); }
-        std::string name() const { return m_terms[0].name(); }
-        const expression_list<E>& terms() const noexcept { return m_terms; }
-        const std::vector<W>& weights() const noexcept { return m_weights; }
-        const election_options& options() const noexcept { return m_options; }
-
-        template <class F>
-        void for_each_input(F&& f) const
+        /**
+         * Sign election and disjoint merge of K (sparsified) task vectors:
+         *
+         *     e_k = w_k d_k,  s = elected sign,  agree_k = sign(e_k) == s  (a zero never agrees)
+         *     result = sum_k agree_k e_k / divisor
+         *
+         * With sign_consensus::none every entry agrees, and merge_divisor::weights
+         * divides by sum_k w_k (1 when its magnitude is below 1e-8), as mergekit's
+         * methods without consensus do.
+         */
+        struct elected_sum_fn
         {
-            m_terms.for_each_input(f);
-            for (const auto& w : m_weights)
-            {
-                w.for_each_input(f);
-            }
-        }
+            election_options options;
 
-    private:
-        expression_list<E> m_terms;
-        std::vector<W> m_weights;
-        election_options m_options;
-    };
+            // Terms are read once each when there are few: a term may load, widen and mask several inputs.
+            static constexpr std::size_t max_cached = 16;
+
+            template <class Terms>
+            XMERGE_FORCE_INLINE auto operator()(const Terms& t) const noexcept
+            {
+                using B = typename Terms::batch;
+                if (options.consensus == sign_consensus::none)
+                {
+                    B acc = t.weight(0) * t[0];
+                    for (std::size_t k = 1; k < t.size(); ++k)
+                    {
+                        acc = simd::fma(t.weight(k), t[k], acc);
+                    }
+                    const double total = t.weight_total();
+                    return options.divisor == merge_divisor::none ? acc : acc / B(std::fabs(total) < 1e-8 ? 1.0f : static_cast<float>(total));
+                }
+                if (t.size() <= max_cached)
+                {
+                    B d[max_cached];
+                    for (std::size_t k = 0; k < t.size(); ++k)
+                    {
+                        d[k] = t[k];
+                    }
+                    return merge<B>(t, [&](std::size_t k) { return d[k]; });
+                }
+                return merge<B>(t, [&](std::size_t k) { return t[k]; });
+            }
+
+            template <class B, class Terms, class Term>
+            XMERGE_FORCE_INLINE B merge(const Terms& t, Term&& term) const noexcept
+            {
+                const B zero(0.0f), one(1.0f);
+                B vote = zero;  // the elected sign is positive where the vote is >= 0
+                for (std::size_t k = 0; k < t.size(); ++k)
+                {
+                    const B e = options.elect_on_weighted ? t.weight(k) * term(k) : term(k);
+                    vote += options.consensus == sign_consensus::sum ? e : simd::select(e > zero, one, simd::select(e < zero, -one, zero));
+                }
+                // e agrees when it has the elected sign: positive where vote >= 0 (NaN votes elect -)
+                const B sign = simd::select(vote >= zero, one, -one);
+                B mixed = zero, divisor = zero;
+                for (std::size_t k = 0; k < t.size(); ++k)
+                {
+                    const B w = t.weight(k);
+                    const B e = w * term(k);
+                    const auto agree = e * sign > zero;
+                    mixed += simd::select(agree, e, zero);
+                    if (options.divisor != merge_divisor::none)
+                    {
+                        divisor += simd::select(agree, options.divisor == merge_divisor::weights ? w : one, zero);
+                    }
+                }
+                return options.divisor == merge_divisor::none ? mixed : mixed / simd::select(divisor == zero, one, divisor);
+            }
+        };
+    }
+
+    /// The elected (disjoint) merge of K task vectors with weights; see detail::elected_sum_fn.
+    template <class E, class W>
+    using elected_sum_node = list_node<detail::elected_sum_fn, W, E>;
 
     /// The elected sum of `terms` with numeric weights (checked: finite, one per term).
     template <class E>
-    auto elected_sum(const expression_list<E>& terms, const std::vector<double>& weights, election_options options = {});
+    auto elected_sum(const expression_list<E>& terms, const std::vector<double>& weights, election_options options = {})
+    {
+        return xmerge::combine_weighted(detail::elected_sum_fn{options}, weights, terms);
+    }
 
     /// The elected sum of `terms` with scalar-expression weights.
     template <class E, class S>
-    auto elected_sum(const expression_list<E>& terms, const expression_list<S>& weights, election_options options = {});
-
-    namespace detail
+    auto elected_sum(const expression_list<E>& terms, const expression_list<S>& weights, election_options options = {})
     {
-        template <class Bound>
-        struct bound_elected_sum
-        {
-            const Bound* terms;
-            const float* weights;
-            std::size_t count;
-            election_options options;
-            float plain_divisor;  // for consensus none with divisor weights
-
-            template <class B>
-            XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept
-            {
-                using traits = simd::batch_traits<B>;
-                if (options.consensus == sign_consensus::none)
-                {
-                    B acc = traits::broadcast(weights[0]) * terms[0].template packet<B>(i);
-                    for (std::size_t k = 1; k < count; ++k)
-                    {
-                        acc = simd::fma(traits::broadcast(weights[k]), terms[k].template packet<B>(i), acc);
-                    }
-                    return options.divisor == merge_divisor::none ? acc : acc / traits::broadcast(plain_divisor);
-                }
-
-                if (count <= max_cached)
-                {
-                    // Each term once: its packet may load, widen and mask several inputs.
-                    B d[max_cached];
-                    for (std::size_t k = 0; k < count; ++k)
-                    {
-                        d[k] = terms[k].template packet<B>(i);
-                    }
-                    return merge<B>([&](std::size_t k) { return d[k]; });
-                }
-                return merge<B>([&](std::size_t k) { return terms[k].template packet<B>(i); });
-            }
-
-            static constexpr std::size_t max_cached = 16;
-
-            template <class B, class Term>
-            XMERGE_FORCE_INLINE B merge(Term&& term) const noexcept
-            {
-                using traits = simd::batch_traits<B>;
-                const B zero = traits::broadcast(0.0f);
-                const B one = traits::broadcast(1.0f);
-                // The elected sign: positive where the vote is >= 0.
-                B vote = zero;
-                for (std::size_t k = 0; k < count; ++k)
-                {
-                    const B d = term(k);
-                    const B e = options.elect_on_weighted ? traits::broadcast(weights[k]) * d : d;
-                    if (options.consensus == sign_consensus::sum)
-                    {
-                        vote += e;
-                    }
-                    else
-                    {
-                        vote += simd::select(e > zero, one, simd::select(e < zero, -one, zero));
-                    }
-                }
-                const auto positive = vote >= zero;
-
-                B mixed = zero, divisor = zero;
-                for (std::size_t k = 0; k < count; ++k)
-                {
-                    const B w = traits::broadcast(weights[k]);
-                    const B e = w * term(k);
-                    const auto agree = (positive && (e > zero)) || (!positive && (e < zero));
-                    mixed += simd::select(agree, e, zero);
-                    if (options.divisor == merge_divisor::weights)
-                    {
-                        divisor += simd::select(agree, w, zero);
-                    }
-                    else if (options.divisor == merge_divisor::count)
-                    {
-                        divisor += simd::select(agree, one, zero);
-                    }
-                }
-                if (options.divisor == merge_divisor::none)
-                {
-                    return mixed;
-                }
-                return mixed / simd::select(divisor == zero, one, divisor);
-            }
-        };
-
-        template <class E, class W>
-        class evaluator<elected_sum_node<E, W>>
-        {
-        public:
-            explicit evaluator(const elected_sum_node<E, W>& node)
-                : m_terms(node.terms()), m_weights(expression_list<W>(node.weights())), m_options(node.options())
-            {
-            }
-
-            std::size_t collect(statistics_registry& r) { return std::max(m_terms.collect(r), m_weights.collect(r)); }
-
-            auto bind(std::size_t begin, std::size_t n, arena& a) const
-            {
-                const std::size_t k = m_terms.size();
-                auto* terms = m_terms.bind(begin, n, a);
-                auto* weights = a.allocate<float>(k);
-                double total = 0.0;
-                for (std::size_t i = 0; i < k; ++i)
-                {
-                    const double w = m_weights[i].value();
-                    weights[i] = static_cast<float>(w);
-                    total += w;
-                }
-                const float plain = std::fabs(total) < 1e-8 ? 1.0f : static_cast<float>(total);
-                return bound_elected_sum<std::remove_pointer_t<decltype(terms)>>{terms, weights, k, m_options, plain};
-            }
-
-        private:
-            list_evaluator<E> m_terms;
-            list_evaluator<W> m_weights;
-            election_options m_options;
-        };
+        return xmerge::combine_weighted(detail::elected_sum_fn{options}, weights, terms);
     }
-
-    /********************
-     * Implementation   *
-     ********************/
-
-    template <class E, class W>
-    inline elected_sum_node<E, W>::elected_sum_node(expression_list<E> terms, std::vector<W> weights, election_options options)
-        : m_terms(std::move(terms)), m_weights(std::move(weights)), m_options(options)
-    {
-        detail::check_models(m_terms);
-        if (m_weights.size() != m_terms.size())
-        {
-            throw parameter_error(m_terms[0].name(), "weights", "expected " + std::to_string(m_terms.size()) + " values (one per model), got "
-                                                                   + std::to_string(m_weights.size()));
-        }
-    }
-
-    template <class E>
-    inline auto elected_sum(const expression_list<E>& terms, const std::vector<double>& weights, election_options options)
-    {
-        if (terms.empty())
-        {
-            throw parameter_error("", "models", "a merge needs at least one model");
-        }
-        detail::check_weights(terms[0].name(), terms.size(), weights);
-        std::vector<scalar_constant> w;
-        for (double x : weights)
-        {
-            w.emplace_back(x);
-        }
-        return elected_sum_node<E, scalar_constant>(terms, std::move(w), options);
-    }
-
-    template <class E, class S>
-    inline auto elected_sum(const expression_list<E>& terms, const expression_list<S>& weights, election_options options)
-    {
-        return elected_sum_node<E, S>(terms, weights.items(), options);
-    }
-
 }
 
 #endif

@@ -23,7 +23,7 @@ namespace xmerge
     template <class E, class B>
     auto task_vectors(const expression_list<E>& models, const B& base)
     {
-        return transform(models, [&](const E& m) { return task_vector(m, base); });
+        return xmerge::transform(models, [&](const E& m) { return xmerge::task_vector(m, base); });
     }
 }
 

@@ -6,104 +6,70 @@
 #define XMERGE_OPS_VARIANCE_HPP
 
 #include <cstddef>
-#include <type_traits>
-#include <string>
 #include <utility>
-#include <vector>
 
-#include "../core/arena.hpp"
-#include "../core/bound.hpp"
-#include "../core/error.hpp"
-#include "../core/expression.hpp"
-#include "../core/statistic.hpp"
+#include "../config.hpp"
 #include "../simd/batch.hpp"
 #include "list.hpp"
+#include "list_node.hpp"
+#include "scalar.hpp"
 
 namespace xmerge
 {
-    /**
-     * Per element, the population variance across K tensors:
-     * (1 / K) sum_k (t_k - mean)^2, computed from the mean in two loops
-     * (not from the mean of squares, which cancels badly).
-     */
-    template <class E>
-    class variance_node : public tensor_expression<variance_node<E>>
-    {
-    public:
-        explicit variance_node(expression_list<E> terms);
-
-        const shape_type& shape() const noexcept { return m_terms[0].shape(); }
-        std::string name() const { return m_terms[0].name(); }
-        const expression_list<E>& terms() const noexcept { return m_terms; }
-
-        template <class F>
-        void for_each_input(F&& f) const
-        {
-            m_terms.for_each_input(f);
-        }
-
-    private:
-        expression_list<E> m_terms;
-    };
-
-    /// Per-element population variance across the terms.
-    template <class E>
-    variance_node<E> variance(const expression_list<E>& terms)
-    {
-        return variance_node<E>(terms);
-    }
-
     namespace detail
     {
-        template <class Bound>
-        struct bound_variance
+        /// (1 / K) sum_k (t_k - mean)^2 from the mean, in two loops (the mean of squares cancels badly).
+        struct variance_fn
         {
-            const Bound* terms;
-            std::size_t count;
+            static constexpr const char* what = "a variance";
 
-            template <class B>
-            XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept
+            template <class Terms>
+            XMERGE_FORCE_INLINE auto operator()(const Terms& t) const noexcept
             {
-                const B inv = simd::batch_traits<B>::broadcast(1.0f / static_cast<float>(count));
-                B mean = terms[0].template packet<B>(i);
-                for (std::size_t k = 1; k < count; ++k)
+                using B = typename Terms::batch;
+                const B inv(1.0f / static_cast<float>(t.size()));
+                B mean = t[0];
+                for (std::size_t k = 1; k < t.size(); ++k)
                 {
-                    mean += terms[k].template packet<B>(i);
+                    mean += t[k];
                 }
                 mean *= inv;
-                B acc = simd::batch_traits<B>::broadcast(0.0f);
-                for (std::size_t k = 0; k < count; ++k)
+                B acc(0.0f);
+                for (std::size_t k = 0; k < t.size(); ++k)
                 {
-                    const B d = terms[k].template packet<B>(i) - mean;
+                    const B d = t[k] - mean;
                     acc = simd::fma(d, d, acc);
                 }
                 return acc * inv;
             }
         };
-
-        template <class E>
-        class evaluator<variance_node<E>>
-        {
-        public:
-            explicit evaluator(const variance_node<E>& node) : m_terms(node.terms()) {}
-
-            std::size_t collect(statistics_registry& r) { return m_terms.collect(r); }
-
-            auto bind(std::size_t begin, std::size_t n, arena& a) const
-            {
-                return bound_variance<std::remove_pointer_t<decltype(m_terms.bind(begin, n, a))>>{m_terms.bind(begin, n, a), m_terms.size()};
-            }
-
-        private:
-            list_evaluator<E> m_terms;
-        };
     }
 
+    /// Per element, the population variance across K tensors.
     template <class E>
-    inline variance_node<E>::variance_node(expression_list<E> terms) : m_terms(std::move(terms))
+    using variance_node = list_node<detail::variance_fn, scalar_constant, E>;
+
+    /** @name Per-element population variance across the terms
+     *  One overload per reference kind, so that xtensor's variance never
+     *  wins when both namespaces are in use.
+     */
+    ///@{
+    template <class E>
+    auto variance(const expression_list<E>& terms)
     {
-        detail::check_models(m_terms, "a variance");
+        return xmerge::combine(detail::variance_fn{}, terms);
     }
+    template <class E>
+    auto variance(expression_list<E>& terms)
+    {
+        return xmerge::variance(std::as_const(terms));
+    }
+    template <class E>
+    auto variance(expression_list<E>&& terms)
+    {
+        return xmerge::variance(std::as_const(terms));
+    }
+    ///@}
 }
 
 #endif

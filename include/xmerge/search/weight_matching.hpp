@@ -18,6 +18,7 @@
 #include "../core/error.hpp"
 #include "../simd/batch.hpp"
 #include "../simd/convert.hpp"
+#include "../simd/kernels.hpp"
 #include "linear_assignment.hpp"
 #include "objective.hpp"
 #include "permutation.hpp"

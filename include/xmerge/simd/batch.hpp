@@ -185,7 +185,9 @@ namespace xmerge::simd
         }
         else
         {
-            return xsimd::select(m, a, b);
+            // through float lanes: xsimd 8's AVX-512BW integer select does not compile for 32-bit lanes everywhere
+            using F = xsimd::batch<float, typename I::arch_type>;
+            return xsimd::bitwise_cast<I>(xsimd::select(xsimd::bool_cast(m), xsimd::bitwise_cast<F>(a), xsimd::bitwise_cast<F>(b)));
         }
     }
 
@@ -243,168 +245,14 @@ namespace xmerge::simd
         }
         else
         {
-            alignas(64) float lanes_of[B::size];
-            for (std::size_t l = 0; l < B::size; ++l)
-            {
-                lanes_of[l] = static_cast<float>(l);
-            }
-            return B::load_aligned(lanes_of);
+            alignas(64) static constexpr float numbers[64] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+                                                              22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43,
+                                                              44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
+            static_assert(B::size <= 64, "more lanes than the table holds");
+            return B::load_aligned(numbers);
         }
     }
     ///@}
-
-    namespace detail
-    {
-        // A kernel operand: a pointer to n floats, or a float broadcast to all lanes.
-        template <class B>
-        XMERGE_FORCE_INLINE B fetch(const float* p, std::size_t i) noexcept { return batch_traits<B>::load(p + i); }
-        template <class B>
-        XMERGE_FORCE_INLINE B fetch(float s, std::size_t) noexcept { return batch_traits<B>::broadcast(s); }
-
-        XMERGE_FORCE_INLINE const float* advance(const float* p, std::size_t i) noexcept { return p + i; }
-        XMERGE_FORCE_INLINE float advance(float s, std::size_t) noexcept { return s; }
-
-        // The last r < width elements of an operand, padded with zeros to a
-        // full register so the tail runs through the same batch code.
-        template <class B, class S>
-        struct tail_operand;
-
-        template <class B>
-        struct tail_operand<B, const float*>
-        {
-            alignas(64) float data[batch_traits<B>::size] = {};
-            tail_operand(const float* p, std::size_t r) noexcept { std::copy(p, p + r, data); }
-            const float* get() const noexcept { return data; }
-        };
-
-        template <class B>
-        struct tail_operand<B, float>
-        {
-            float value;
-            tail_operand(float s, std::size_t) noexcept : value(s) {}
-            float get() const noexcept { return value; }
-        };
-
-        template <class S>
-        using operand_t = std::conditional_t<std::is_pointer<std::decay_t<S>>::value, const float*, float>;
-
-        template <class B, class F, class... T>
-        XMERGE_FORCE_INLINE B apply_tail(F& f, const T&... t) noexcept
-        {
-            return f(fetch<B>(t.get(), 0)...);
-        }
-    }
-
-    /**
-     * out[i] = f(src[i]...) for i < n, where every src is a `const float*` or
-     * a `float` broadcast to every element.
-     *
-     * The last partial batch is copied into a padded register-sized buffer
-     * and computed by the same batch code, so an element's result does not
-     * depend on where it falls in a chunk. `out` may equal any source pointer.
-     */
-    template <class B = batch, class F, class... Src>
-    void transform(std::size_t n, float* out, F&& f, const Src&... src) noexcept;
-
-    /**
-     * Sum over i < n of f(src[i]...), with four independent accumulators of B,
-     * returned as double. Tail lanes are padded with zeros, so f(0, ...) must be 0.
-     */
-    template <class B = batch, class F, class... Src>
-    double sum(std::size_t n, F&& f, const Src&... src) noexcept;
-
-    /**
-     * Maximum over i < n of f(src[i]...), starting from `identity` (a value
-     * no result is below, 0 for magnitudes). NaN results are not propagated.
-     */
-    template <class B = batch, class F, class... Src>
-    float maximum(std::size_t n, float identity, F&& f, const Src&... src) noexcept;
-
-    /********************
-     * Implementation   *
-     ********************/
-
-    template <class B, class F, class... Src>
-    inline void transform(std::size_t n, float* out, F&& f, const Src&... src) noexcept
-    {
-        using traits = batch_traits<B>;
-        constexpr std::size_t w = traits::size;
-        const std::size_t full = n - n % w;
-        for (std::size_t i = 0; i < full; i += w)
-        {
-            traits::store(out + i, f(detail::fetch<B>(src, i)...));
-        }
-        if (const std::size_t r = n - full)
-        {
-            alignas(64) float res[w];
-            traits::store(res, detail::apply_tail<B>(f, detail::tail_operand<B, detail::operand_t<Src>>(detail::advance(src, full), r)...));
-            std::copy(res, res + r, out + full);
-        }
-    }
-
-    template <class B, class F, class... Src>
-    inline double sum(std::size_t n, F&& f, const Src&... src) noexcept
-    {
-        using traits = batch_traits<B>;
-        constexpr std::size_t w = traits::size;
-        const B zero = traits::broadcast(0.0f);
-        B acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero;
-        const std::size_t full4 = n - n % (4 * w);
-        std::size_t i = 0;
-        for (; i < full4; i += 4 * w)
-        {
-            acc0 += f(detail::fetch<B>(src, i)...);
-            acc1 += f(detail::fetch<B>(src, i + w)...);
-            acc2 += f(detail::fetch<B>(src, i + 2 * w)...);
-            acc3 += f(detail::fetch<B>(src, i + 3 * w)...);
-        }
-        const std::size_t full = n - n % w;
-        for (; i < full; i += w)
-        {
-            acc0 += f(detail::fetch<B>(src, i)...);
-        }
-        if (const std::size_t r = n - full)
-        {
-            acc1 += detail::apply_tail<B>(f, detail::tail_operand<B, detail::operand_t<Src>>(detail::advance(src, full), r)...);
-        }
-        return static_cast<double>(traits::reduce_add((acc0 + acc1) + (acc2 + acc3)));
-    }
-
-    template <class B, class F, class... Src>
-    inline float maximum(std::size_t n, float identity, F&& f, const Src&... src) noexcept
-    {
-        using traits = batch_traits<B>;
-        constexpr std::size_t w = traits::size;
-        B acc0 = traits::broadcast(identity), acc1 = acc0;
-        const std::size_t full2 = n - n % (2 * w);
-        std::size_t i = 0;
-        for (; i < full2; i += 2 * w)
-        {
-            acc0 = simd::max(acc0, f(detail::fetch<B>(src, i)...));
-            acc1 = simd::max(acc1, f(detail::fetch<B>(src, i + w)...));
-        }
-        const std::size_t full = n - n % w;
-        for (; i < full; i += w)
-        {
-            acc0 = simd::max(acc0, f(detail::fetch<B>(src, i)...));
-        }
-        alignas(64) float lanes_out[w];
-        traits::store(lanes_out, simd::max(acc0, acc1));
-        float m = identity;
-        for (std::size_t l = 0; l < w; ++l)
-        {
-            m = std::max(m, lanes_out[l]);
-        }
-        if (const std::size_t r = n - full)
-        {
-            traits::store(lanes_out, detail::apply_tail<B>(f, detail::tail_operand<B, detail::operand_t<Src>>(detail::advance(src, full), r)...));
-            for (std::size_t l = 0; l < r; ++l)
-            {
-                m = std::max(m, lanes_out[l]);
-            }
-        }
-        return m;
-    }
 }
 
 XMERGE_INTRINSICS_END

@@ -117,8 +117,10 @@ namespace xmerge::simd
             hi = U(hi0);
             if (lo0 > 0xFFFFFFFFU - static_cast<std::uint32_t>(U::size - 1))
             {
-                // the lanes past a 2^32 boundary belong to the next high word
-                hi = hi + (U(1) & xsimd::bitwise_cast<U>(xsimd::select(lo < U(lo0), U(0xFFFFFFFFU), U(0))));
+                // the lanes past a 2^32 boundary (lane l > 0xFFFFFFFF - lo0) belong to the next high word
+                using I = int_batch_t<B>;
+                const auto past = xsimd::bitwise_cast<I>(detail::lane_numbers<U>()) > I(static_cast<std::int32_t>(0xFFFFFFFFU - lo0));
+                hi = hi + xsimd::bitwise_cast<U>(simd::select_ints(past, I(1), I(0)));
             }
         }
         U h = detail::mix32(lo ^ U(key.k0));
