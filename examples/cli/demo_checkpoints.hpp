@@ -16,6 +16,7 @@
 #include <xmerge/io/checkpoint_writer.hpp>
 #include <xmerge/core/tensor_ref.hpp>
 #include <xmerge/simd/convert.hpp>
+#include <xmerge/simd/random.hpp>
 
 namespace xmerge_cli
 {
@@ -41,16 +42,6 @@ namespace xmerge_cli
             x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
             x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
             return x ^ (x >> 31);
-        }
-
-        inline std::uint64_t hash_name(const std::string& s)
-        {
-            std::uint64_t h = 1469598103934665603ull;
-            for (unsigned char c : s)
-            {
-                h = (h ^ c) * 1099511628211ull;
-            }
-            return h;
         }
 
         // Roughly normal with unit variance: the sum of three uniforms, rescaled (Irwin-Hall).
@@ -96,7 +87,7 @@ namespace xmerge_cli
         // Model 0 is the base; model k > 0 adds a dense small update and a sparse large one.
         inline void fill(const demo_tensor& t, std::size_t model, std::uint64_t seed, float* out, std::size_t begin, std::size_t n)
         {
-            const std::uint64_t key = mix(seed ^ hash_name(t.name));
+            const std::uint64_t key = mix(seed ^ xmerge::simd::hash_name(t.name));
             const std::uint64_t task = mix(key ^ (0x51ed2701ull * (model + 1)));
             for (std::size_t i = 0; i < n; ++i)
             {

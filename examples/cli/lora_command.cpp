@@ -10,9 +10,9 @@
 #include <xmerge/lora/extract_model.hpp>
 #include <xmerge/lora/fold_model.hpp>
 #include <xmerge/lora/soup.hpp>
-#include <xmerge/recipe/recipe.hpp>
 
 #include "commands.hpp"
+#include "dtype_option.hpp"
 #include "format.hpp"
 #include "progress.hpp"
 
@@ -20,20 +20,6 @@ namespace xmerge_cli
 {
     namespace
     {
-        std::optional<xmerge::dtype> dtype_option(const std::string& text, const char* option)
-        {
-            if (text.empty())
-            {
-                return std::nullopt;
-            }
-            const auto d = xmerge::parse_dtype(text);
-            if (!d)
-            {
-                throw xmerge::parameter_error("", option, "unknown dtype '" + text + "' (float32, bfloat16 or float16)");
-            }
-            return d;
-        }
-
         // --rank R, or --energy F with an optional --max-rank: exactly one of the first two.
         xmerge::lora::factor_options factoring(const lora_args& a)
         {
@@ -86,7 +72,7 @@ namespace xmerge_cli
         {
             xmerge::merge_options o;
             o.threads = a.threads;
-            o.out_dtype = dtype_option(a.out_dtype, "--out-dtype");
+            o.out_dtype = xmerge_cli::optional_dtype_option(a.out_dtype, "--out-dtype");
             o.output.max_shard_bytes = a.shard_bytes;
             o.output.overwrite = a.overwrite;
             o.progress = [&bar](const xmerge::merge_progress& p) { bar(p); };
@@ -136,7 +122,7 @@ namespace xmerge_cli
             static_cast<xmerge::lora::factor_options&>(o) = factoring(a);
             o.embeddings_as_lora = a.embeddings_as_lora;
             o.fan_in_fan_out = a.fan_in_fan_out;
-            o.out_dtype = dtype_option(a.out_dtype, "--out-dtype");
+            o.out_dtype = xmerge_cli::optional_dtype_option(a.out_dtype, "--out-dtype");
             o.base_model_name_or_path = a.base;
             o.overwrite = a.overwrite;
             print_report(xmerge::lora::extract_adapter(base, finetuned, a.out_dir, o), a.out_dir);
@@ -170,7 +156,7 @@ namespace xmerge_cli
             throw xmerge::parameter_error("", "--to", "must be 'adapter' or 'model', got '" + a.to + "'");
         }
         xmerge::lora::write_options wo;
-        wo.out_dtype = dtype_option(a.out_dtype, "--out-dtype");
+        wo.out_dtype = xmerge_cli::optional_dtype_option(a.out_dtype, "--out-dtype");
         wo.overwrite = a.overwrite;
         print_report(xmerge::lora::soup_to_adapter(base, adapters, a.out_dir, so, factoring(a), wo), a.out_dir);
         return 0;

@@ -31,6 +31,7 @@
 #include <xmerge/recipe/recipe.hpp>
 
 #include "commands.hpp"
+#include "dtype_option.hpp"
 #include "demo_checkpoints.hpp"
 #include "format.hpp"
 #include "io_floor.hpp"
@@ -60,15 +61,7 @@ namespace
     int reshard(const std::string& in, const std::string& out, const std::string& shard_size, const std::string& dtype_name, bool overwrite)
     {
         const xmerge::model m = xmerge::model::open(in);
-        std::optional<xmerge::dtype> to;
-        if (!dtype_name.empty())
-        {
-            to = xmerge::parse_dtype(dtype_name);
-            if (!to)
-            {
-                throw xmerge::parameter_error("", "--dtype", "unknown dtype '" + dtype_name + "'");
-            }
-        }
+        const std::optional<xmerge::dtype> to = xmerge_cli::optional_dtype_option(dtype_name, "--dtype");
         std::vector<xmerge::io::tensor_info> layout;
         for (const auto& t : m.tensors())
         {
@@ -298,12 +291,7 @@ int main(int argc, char** argv)
         }
         if (demo_cmd->parsed())
         {
-            const auto d = xmerge::parse_dtype(demo_dtype);
-            if (!d)
-            {
-                throw xmerge::parameter_error("", "--dtype", "unknown dtype '" + demo_dtype + "'");
-            }
-            demo.type = *d;
+            demo.type = xmerge_cli::dtype_option(demo_dtype, "--dtype");
             demo.shard_bytes = xmerge_cli::parse_size(demo_shard);
             const std::uint64_t n = xmerge_cli::make_demo(demo_dir, demo);
             std::printf("xmerge: wrote a base model and %zu fine-tunes (%s) to %s\n", demo.models, xmerge_cli::bytes(static_cast<double>(n)).c_str(), demo_dir.c_str());

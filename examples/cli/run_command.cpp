@@ -17,6 +17,7 @@
 #endif
 
 #include "commands.hpp"
+#include "dtype_option.hpp"
 #include "format.hpp"
 #include "progress.hpp"
 #include "signals.hpp"
@@ -72,11 +73,7 @@ namespace xmerge_cli
         {
             xmerge::lora::fold_cache_options o;
             o.threads = a.threads;
-            o.out_dtype = xmerge::parse_dtype(a.lora_dtype);
-            if (!o.out_dtype)
-            {
-                throw xmerge::parameter_error("", "--lora-merge-dtype", "unknown dtype '" + a.lora_dtype + "' (float32, bfloat16 or float16)");
-            }
+            o.out_dtype = xmerge_cli::dtype_option(a.lora_dtype, "--lora-merge-dtype");
             o.progress = [](const xmerge::merge_progress&) { stop_if_requested(); };
             if (!a.lora_cache.empty())
             {
@@ -107,14 +104,7 @@ namespace xmerge_cli
         o.merge.output.overwrite = a.overwrite;
         o.merge.output.sync = a.sync;
         o.merge.output.on_cleanup = [](const std::string& note) { std::fprintf(stderr, "xmerge: note: %s\n", printable(note).c_str()); };
-        if (!a.out_dtype.empty())
-        {
-            o.out_dtype = xmerge::parse_dtype(a.out_dtype);
-            if (!o.out_dtype)
-            {
-                throw xmerge::parameter_error("", "--out-dtype", "unknown dtype '" + a.out_dtype + "' (float32, bfloat16 or float16)");
-            }
-        }
+        o.out_dtype = xmerge_cli::optional_dtype_option(a.out_dtype, "--out-dtype");
         o.bind.truncate_vocabulary = a.truncate_vocabulary;
 #if XMERGE_WITH_LORA
         std::unique_ptr<xmerge::lora::fold_cache> folds;

@@ -29,6 +29,7 @@
 #include <xmerge/mpi/merge.hpp>
 #include <xmerge/recipe/recipe_job.hpp>
 
+#include "../cli/dtype_option.hpp"
 #include "../cli/format.hpp"
 
 namespace
@@ -75,14 +76,7 @@ namespace
         o.merge.output.max_shard_bytes = xmerge_cli::parse_size(a.shard_size);
         o.merge.output.overwrite = a.overwrite;
         o.merge.output.sync = a.sync;
-        if (!a.out_dtype.empty())
-        {
-            o.out_dtype = xmerge::parse_dtype(a.out_dtype);
-            if (!o.out_dtype)
-            {
-                throw xmerge::parameter_error("", "--out-dtype", "unknown dtype '" + a.out_dtype + "' (float32, bfloat16 or float16)");
-            }
-        }
+        o.out_dtype = xmerge_cli::optional_dtype_option(a.out_dtype, "--out-dtype");
         o.copy_files = !a.no_copy_files;
 
         // Planning may fail on one rank only (a file it cannot read): all learn it before anything is written.

@@ -26,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <xmerge/core/fnv1a.hpp>
 #include <xmerge/io/model_config.hpp>
 #include <xmerge/io/tokenizer.hpp>
 #include <xmerge/methods/builtin.hpp>
@@ -50,13 +51,10 @@ namespace
 
     std::string fnv1a64(const std::uint8_t* p, std::size_t n)
     {
-        std::uint64_t h = 0xcbf29ce484222325ull;
-        for (std::size_t i = 0; i < n; ++i)
-        {
-            h = (h ^ p[i]) * 0x100000001b3ull;
-        }
+        xmerge::detail::fnv1a h;
+        h.bytes(p, n);
         char buf[17];
-        std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+        std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h.value()));
         return buf;
     }
 

@@ -13,6 +13,7 @@
 
 #include <mpi.h>
 
+#include <xmerge/core/fnv1a.hpp>
 #include <xmerge/core/half.hpp>
 #include <xmerge/core/tensor_ref.hpp>
 
@@ -92,15 +93,12 @@ namespace xmerge_test
     /// True when every rank holds the same bytes.
     inline bool same_on_all_ranks(const param_set& s)
     {
-        std::uint64_t h = 1469598103934665603ull;
+        xmerge::detail::fnv1a h;
         for (const auto& b : s.bytes)
         {
-            for (std::uint8_t c : b)
-            {
-                h = (h ^ c) * 1099511628211ull;
-            }
+            h.bytes(b.data(), b.size());
         }
-        std::uint64_t lo = h, hi = h;
+        std::uint64_t lo = h.value(), hi = h.value();
         MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
         MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
         return lo == hi;

@@ -57,13 +57,6 @@ namespace
         }
     };
 
-    std::vector<float> read_f32(const xmerge::model& m, const std::string& name)
-    {
-        const auto r = m.at(name).ref();
-        std::vector<float> out(r.size());
-        xmerge::simd::load_as_float(r.type(), r.data(), 0, r.size(), out.data());
-        return out;
-    }
 
     xmerge::merge_spec task_arithmetic_spec(const family& f, double weight)
     {
@@ -98,7 +91,7 @@ TEST_CASE("merge_models: every tensor equals the method evaluated on its own", "
     REQUIRE(out.size() == f.names.size());
     for (std::size_t t = 0; t < f.names.size(); ++t)
     {
-        const auto got = read_f32(out, f.names[t]);
+        const auto got = xmerge_test::float_values(out.at(f.names[t]));
         std::vector<float> expected;
         const std::vector<std::vector<float>> tuned = {f.values[1][t], f.values[2][t]};
         const auto models = xmerge::inputs(tuned);
@@ -122,7 +115,7 @@ TEST_CASE("merge_models: output dtype, and non-float tensors copied unchanged fr
     CHECK(out.at("position_ids").dtype == "I64");
     CHECK(std::memcmp(out.at("position_ids").data, ids, sizeof ids) == 0);
     CHECK(out.at("lm_head.weight").dtype == "BF16");
-    const auto got = read_f32(out, "lm_head.weight");
+    const auto got = xmerge_test::float_values(out.at("lm_head.weight"));
     const auto& b = f.values[0].back();
     const auto& m = f.values[1].back();
     for (std::size_t i = 0; i < got.size(); ++i)
@@ -157,7 +150,7 @@ TEST_CASE("merge_models: missing and mismatched tensors are errors, or copied fr
     REQUIRE(s.notes.size() == 1);
     CHECK_THAT(s.notes[0], Catch::Contains("model.layers.1.attn.weight") && Catch::Contains("partial"));
     const xmerge::model out = xmerge::model::open(dir / "out");
-    CHECK(read_f32(out, "model.layers.1.attn.weight") == f.values[0][4]);
+    CHECK(xmerge_test::float_values(out.at("model.layers.1.attn.weight")) == f.values[0][4]);
 
     // another shape
     const std::vector<float> wide(600, 1.0f);
@@ -252,7 +245,7 @@ TEST_CASE("merge_models: gradient and filtered parameters vary per tensor", "[io
 
     xmerge::run_merge(plan, xmerge::builtin_methods(), dir / "out");
     const xmerge::model out = xmerge::model::open(dir / "out");
-    const auto got = read_f32(out, "model.layers.1.attn.weight");
+    const auto got = xmerge_test::float_values(out.at("model.layers.1.attn.weight"));
     for (std::size_t i = 0; i < got.size(); ++i)
     {
         CHECK(got[i] == Approx(0.5f * f.values[0][4][i] + f.values[2][4][i]).epsilon(1e-6));
@@ -429,11 +422,11 @@ TEST_CASE("merge_models: slices stack layer ranges and renumber them", "[io][mer
     CHECK(s.layers == 5);
     const xmerge::model out = xmerge::model::open(dir / "out");
     CHECK(out.size() == 2 + 5 * 2);
-    CHECK(read_f32(out, "model.embed_tokens.weight") == f.values[0][0]);
-    CHECK(read_f32(out, "model.layers.1.mlp.weight") == f.values[0][3]);   // model 0, layer 1
-    CHECK(read_f32(out, "model.layers.2.mlp.weight") == f.values[1][3]);   // model 1, layer 1
-    CHECK(read_f32(out, "model.layers.4.attn.weight") == f.values[1][8]);  // model 1, layer 3
-    CHECK(read_f32(out, "lm_head.weight") == f.values[1].back());
+    CHECK(xmerge_test::float_values(out.at("model.embed_tokens.weight")) == f.values[0][0]);
+    CHECK(xmerge_test::float_values(out.at("model.layers.1.mlp.weight")) == f.values[0][3]);   // model 0, layer 1
+    CHECK(xmerge_test::float_values(out.at("model.layers.2.mlp.weight")) == f.values[1][3]);   // model 1, layer 1
+    CHECK(xmerge_test::float_values(out.at("model.layers.4.attn.weight")) == f.values[1][8]);  // model 1, layer 3
+    CHECK(xmerge_test::float_values(out.at("lm_head.weight")) == f.values[1].back());
     CHECK(out.tensors().front().name == "model.embed_tokens.weight");
 
     xmerge::merge_slice bad;
@@ -462,7 +455,7 @@ TEST_CASE("merge_models: per-model extra tensors reach the method, checked again
     xmerge::merge_models(spec, registry, dir / "out");
     CHECK(extras == 2);
     const xmerge::model out = xmerge::model::open(dir / "out");
-    const auto got = read_f32(out, "lm_head.weight");
+    const auto got = xmerge_test::float_values(out.at("lm_head.weight"));
     CHECK(got[5] == f.values[0].back()[5] * f.values[2].back()[5]);
 
     // only one model with fisher tensors
@@ -522,7 +515,7 @@ TEST_CASE("merge_models: a tied checkpoint's head is its input embedding, as mer
     }
     auto expect_mean = [&](const xmerge::model& out)
     {
-        const auto got = read_f32(out, "lm_head.weight");
+        const auto got = xmerge_test::float_values(out.at("lm_head.weight"));
         for (std::size_t i = 0; i < got.size(); ++i)
         {
             // model 0's head is its embedding (tensor 0); model 1 has lm_head (the last tensor).
@@ -574,8 +567,8 @@ TEST_CASE("passthrough: copies and scales one model, stacks layers from slices",
     spec.models.push_back({&f.models[0], {{"scale", xmerge::parameter_setting::rules({{"attn", xmerge::parameter_setting(0.0)}, {"", xmerge::parameter_setting(1.0)}})}}, {}, {}});
     xmerge::merge_models(spec, registry, dir / "scaled");
     const xmerge::model scaled = xmerge::model::open(dir / "scaled");
-    CHECK(read_f32(scaled, "model.layers.1.mlp.weight") == f.values[0][3]);
-    for (float v : read_f32(scaled, "model.layers.1.attn.weight"))
+    CHECK(xmerge_test::float_values(scaled.at("model.layers.1.mlp.weight")) == f.values[0][3]);
+    for (float v : xmerge_test::float_values(scaled.at("model.layers.1.attn.weight")))
     {
         CHECK(v == 0.0f);
     }
@@ -595,7 +588,7 @@ TEST_CASE("passthrough: copies and scales one model, stacks layers from slices",
     const auto s = xmerge::merge_models(spec, registry, dir / "stack");
     CHECK(s.layers == 4);
     const xmerge::model stack = xmerge::model::open(dir / "stack");
-    CHECK(read_f32(stack, "model.layers.3.mlp.weight") == f.values[1][3]);
-    CHECK(read_f32(stack, "model.layers.2.mlp.weight") == f.values[1][3]);
-    CHECK(read_f32(stack, "model.layers.1.attn.weight") == f.values[0][4]);
+    CHECK(xmerge_test::float_values(stack.at("model.layers.3.mlp.weight")) == f.values[1][3]);
+    CHECK(xmerge_test::float_values(stack.at("model.layers.2.mlp.weight")) == f.values[1][3]);
+    CHECK(xmerge_test::float_values(stack.at("model.layers.1.attn.weight")) == f.values[0][4]);
 }

@@ -80,18 +80,6 @@ namespace
         return nlohmann::json::parse(xmerge_test::read_bytes(path));
     }
 
-    std::vector<float> values_of(const model& m, const std::string& name)
-    {
-        const const_tensor_ref r = m.at(name).ref();
-        if (r.type() == dtype::float32)
-        {
-            const float* p = r.typed_data<float>();
-            return {p, p + r.size()};
-        }
-        std::vector<float> out(r.size());
-        xmerge::evaluate(input(r), out);
-        return out;
-    }
 }
 
 TEST_CASE("collapsing Mixtral experts averages each family and drops the routers", "[io][moe]")
@@ -123,10 +111,10 @@ TEST_CASE("collapsing Mixtral experts averages each family and drops the routers
         {
             const std::string p = "model.layers." + std::to_string(l) + ".";
             CHECK_FALSE(dense.contains(p + "block_sparse_moe.gate.weight"));
-            CHECK(values_of(dense, p + "self_attn.q_proj.weight") == source.values.at(p + "self_attn.q_proj.weight"));
+            CHECK(xmerge_test::float_values(dense.at(p + "self_attn.q_proj.weight")) == source.values.at(p + "self_attn.q_proj.weight"));
             for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{{"w1", "gate_proj"}, {"w2", "down_proj"}, {"w3", "up_proj"}})
             {
-                const auto got = values_of(dense, p + "mlp." + to + ".weight");
+                const auto got = xmerge_test::float_values(dense.at(p + "mlp." + to + ".weight"));
                 CHECK(dense.at(p + "mlp." + to + ".weight").shape == source.shapes.at(p + "block_sparse_moe.experts.0." + from + ".weight"));
                 const double total = w[0] + w[1] + w[2] + w[3];
                 for (std::size_t i = 0; i < got.size(); ++i)
@@ -237,12 +225,12 @@ TEST_CASE("upcycling a dense model gives identical experts and a router per laye
             {
                 for (std::size_t e = 0; e < 3; ++e)
                 {
-                    CHECK(values_of(up, p + "block_sparse_moe.experts." + std::to_string(e) + "." + from + ".weight") == values_of(dense, p + "mlp." + to + ".weight"));
+                    CHECK(xmerge_test::float_values(up.at(p + "block_sparse_moe.experts." + std::to_string(e) + "." + from + ".weight")) == xmerge_test::float_values(dense.at(p + "mlp." + to + ".weight")));
                 }
             }
             const std::string router = p + "block_sparse_moe.gate.weight";
             CHECK(up.at(router).shape == shape_type{3, hidden});
-            const auto r = values_of(up, router);
+            const auto r = xmerge_test::float_values(up.at(router));
             double sum = 0.0, squares = 0.0;
             for (float v : r)
             {
@@ -261,7 +249,7 @@ TEST_CASE("upcycling a dense model gives identical experts and a router per laye
             {
                 CHECK(squares > 0.0);
                 // The two layers' routers draw from different streams.
-                CHECK(values_of(up, "model.layers.0.block_sparse_moe.gate.weight") != values_of(up, "model.layers.1.block_sparse_moe.gate.weight"));
+                CHECK(xmerge_test::float_values(up.at("model.layers.0.block_sparse_moe.gate.weight")) != xmerge_test::float_values(up.at("model.layers.1.block_sparse_moe.gate.weight")));
             }
         }
         const auto config = read_json(out + "/config.json");
@@ -277,14 +265,14 @@ TEST_CASE("upcycling a dense model gives identical experts and a router per laye
         options.experts = 3;
         options.seed = 11;
         upcycle_experts(dense, dir / "again", moe_layout::mixtral(), options);
-        CHECK(values_of(model::open(dir / "again"), "model.layers.1.block_sparse_moe.gate.weight")
-              == values_of(model::open(dir / "up-normal"), "model.layers.1.block_sparse_moe.gate.weight"));
+        CHECK(xmerge_test::float_values(model::open(dir / "again").at("model.layers.1.block_sparse_moe.gate.weight"))
+              == xmerge_test::float_values(model::open(dir / "up-normal").at("model.layers.1.block_sparse_moe.gate.weight")));
         collapse_experts(model::open(dir / "again"), dir / "round-trip", moe_layout::mixtral());
         const model back = model::open(dir / "round-trip");
         REQUIRE(back.size() == dense.size());
         for (const auto& t : dense.tensors())
         {
-            const auto a = values_of(dense, t.name), b = values_of(back, t.name);
+            const auto a = xmerge_test::float_values(dense.at(t.name)), b = xmerge_test::float_values(back.at(t.name));
             for (std::size_t i = 0; i < a.size(); ++i)
             {
                 REQUIRE(b[i] == Approx(a[i]).margin(1e-6));

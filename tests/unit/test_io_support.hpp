@@ -11,6 +11,9 @@
 
 #include <unistd.h>
 
+#include <xmerge/model/model.hpp>
+#include <xmerge/simd/convert.hpp>
+
 namespace xmerge_test
 {
     /// A fresh directory under the system's temporary directory, removed at scope exit.
@@ -61,6 +64,15 @@ namespace xmerge_test
     {
         std::ifstream in(path, std::ios::binary);
         return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+
+    /// The elements of a model's tensor widened to float32, whatever its float dtype.
+    inline std::vector<float> float_values(const xmerge::model_tensor& t)
+    {
+        const xmerge::const_tensor_ref r = t.ref();
+        std::vector<float> v(r.size());
+        xmerge::simd::load_as_float(r.type(), r.data(), 0, v.size(), v.data());
+        return v;
     }
 
     /// A safetensors file image: the length field, the header text as given, then `data`.

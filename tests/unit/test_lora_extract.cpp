@@ -57,12 +57,6 @@ namespace
         return m;
     }
 
-    std::vector<float> values_of(const model_tensor& t)
-    {
-        std::vector<float> v(numel(t.shape));
-        simd::load_as_float(t.ref().type(), t.data, 0, v.size(), v.data());
-        return v;
-    }
 }
 
 TEST_CASE("extraction recovers an exactly low-rank update at its rank", "[lora][extract]")
@@ -210,7 +204,7 @@ TEST_CASE("a whole fine-tune becomes an adapter that folds back into it", "[lora
         for (const model_tensor& t : finetuned.tensors())
         {
             CAPTURE(t.name);
-            const auto got = values_of(folded.at(t.name)), expected = values_of(t);
+            const auto got = xmerge_test::float_values(folded.at(t.name)), expected = xmerge_test::float_values(t);
             for (std::size_t i = 0; i < got.size(); ++i)
             {
                 REQUIRE(got[i] == Approx(expected[i]).margin(2e-5));

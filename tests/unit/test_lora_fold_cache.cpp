@@ -20,14 +20,6 @@ namespace
 {
     const std::string lora_data = std::string(XMERGE_TEST_DATA_DIR) + "/lora/";
 
-    std::vector<float> values_of(const model_tensor& t)
-    {
-        const const_tensor_ref r = t.ref();
-        std::vector<float> v(r.size());
-        simd::load_as_float(r.type(), r.data(), 0, v.size(), v.data());
-        return v;
-    }
-
     /// Largest absolute difference between two checkpoints' tensors of the same names.
     double max_difference(const model& a, const model& b)
     {
@@ -36,8 +28,8 @@ namespace
         {
             const auto& u = b.at(t.name);
             REQUIRE(u.shape == t.shape);
-            const auto x = values_of(t);
-            const auto y = values_of(u);
+            const auto x = xmerge_test::float_values(t);
+            const auto y = xmerge_test::float_values(u);
             for (std::size_t i = 0; i < x.size(); ++i)
             {
                 worst = std::max(worst, static_cast<double>(std::fabs(x[i] - y[i])));

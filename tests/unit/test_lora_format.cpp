@@ -39,14 +39,6 @@ namespace
                                     {"conv", "base_conv"},
                                     {"bf16", "base_llama_bf16"}};
 
-    std::vector<float> values_of(const model_tensor& t)
-    {
-        const const_tensor_ref r = t.ref();
-        std::vector<float> v(r.size());
-        simd::load_as_float(r.type(), r.data(), 0, v.size(), v.data());
-        return v;
-    }
-
     /**
      * Every tensor of `got` equals `expected`'s within `ulps` of its dtype, a
      * float32 product error, and, where `rounded_update`, one unit of the
@@ -64,7 +56,7 @@ namespace
             REQUIRE(g.shape == e.shape);
             dtype type = dtype::float32;
             REQUIRE(io::to_dtype(e.dtype, type));
-            const auto gv = values_of(g), ev = values_of(e), bv = values_of(base.at(e.name));
+            const auto gv = xmerge_test::float_values(g), ev = xmerge_test::float_values(e), bv = xmerge_test::float_values(base.at(e.name));
             for (std::size_t i = 0; i < ev.size(); ++i)
             {
                 const double tol = ulps * xmerge_test::ulp_of(type, ev[i]) + 2e-6 * (1.0 + std::fabs(ev[i]))
@@ -125,7 +117,7 @@ TEST_CASE("adapters saved by peft fold into what peft's merge_and_unload compute
         // The data is not trivial: every updated weight differs from the base.
         for (const auto& l : a.layers())
         {
-            const auto bv = values_of(base.at(l.target)), ev = values_of(expected.at(l.target));
+            const auto bv = xmerge_test::float_values(base.at(l.target)), ev = xmerge_test::float_values(expected.at(l.target));
             double diff = 0.0;
             for (std::size_t i = 0; i < bv.size(); ++i)
             {
@@ -213,7 +205,7 @@ TEST_CASE("adapters written here read back and fold the same", "[lora][format][w
         const model fa = model::open(dir / "a"), fb = model::open(dir / "b");
         for (const model_tensor& t : fa.tensors())
         {
-            REQUIRE(xmerge_test::same_bits(values_of(t), values_of(fb.at(t.name))));
+            REQUIRE(xmerge_test::same_bits(xmerge_test::float_values(t), xmerge_test::float_values(fb.at(t.name))));
         }
 
         // In bfloat16: the factors round, the layers and their ranks stay.

@@ -18,14 +18,6 @@ namespace
 {
     const std::string data_dir = std::string(XMERGE_TEST_DATA_DIR) + "/lora/";
 
-    std::vector<float> values_of(const model_tensor& t)
-    {
-        const const_tensor_ref r = t.ref();
-        std::vector<float> v(r.size());
-        simd::load_as_float(r.type(), r.data(), 0, v.size(), v.data());
-        return v;
-    }
-
     struct soup_fixture
     {
         model base = model::open(data_dir + "base_llama");
@@ -47,7 +39,7 @@ namespace
         for (const model_tensor& e : expected.tensors())
         {
             CAPTURE(e.name);
-            const auto g = values_of(got.at(e.name)), x = values_of(e);
+            const auto g = xmerge_test::float_values(got.at(e.name)), x = xmerge_test::float_values(e);
             for (std::size_t i = 0; i < x.size(); ++i)
             {
                 REQUIRE(g[i] == Approx(x[i]).margin(margin));
@@ -73,11 +65,11 @@ TEST_CASE("a linear soup is the base plus the weighted updates peft's folds impl
     for (const model_tensor& t : f.base.tensors())
     {
         CAPTURE(t.name);
-        const auto w = values_of(t), got = values_of(soup.at(t.name));
+        const auto w = xmerge_test::float_values(t), got = xmerge_test::float_values(soup.at(t.name));
         std::vector<double> expected(w.begin(), w.end());
         for (std::size_t k = 0; k < f.folded.size(); ++k)
         {
-            const auto x = values_of(f.folded[k].at(t.name));
+            const auto x = xmerge_test::float_values(f.folded[k].at(t.name));
             for (std::size_t i = 0; i < w.size(); ++i)
             {
                 expected[i] += o.lambda * weights[k] * (static_cast<double>(x[i]) - w[i]);
@@ -110,7 +102,7 @@ TEST_CASE("a TIES soup over updates equals TIES over peft's folded models", "[lo
         }
         std::vector<float> expected;
         evaluate(ties(models, input(t.ref()), o.weights, o.densities), expected);
-        const auto got = values_of(soup.at(t.name));
+        const auto got = xmerge_test::float_values(soup.at(t.name));
         for (std::size_t i = 0; i < got.size(); ++i)
         {
             ++compared;
@@ -189,7 +181,7 @@ TEST_CASE("a DARE soup is the same for every thread count", "[lora][soup]")
     const model a = model::open(dir / "one"), b = model::open(dir / "two");
     for (const model_tensor& t : a.tensors())
     {
-        REQUIRE(xmerge_test::same_bits(values_of(t), values_of(b.at(t.name))));
+        REQUIRE(xmerge_test::same_bits(xmerge_test::float_values(t), xmerge_test::float_values(b.at(t.name))));
     }
     CHECK_THROWS_AS(lora::soup_to_model(f.base, {}, dir / "none", o), parameter_error);
 }

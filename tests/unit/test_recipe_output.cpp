@@ -71,13 +71,6 @@ namespace
         return nlohmann::json::parse(in);
     }
 
-    std::vector<float> read_f32(const xmerge::model& m, const std::string& name)
-    {
-        const auto r = m.at(name).ref();
-        std::vector<float> out(r.size());
-        xmerge::simd::load_as_float(r.type(), r.data(), 0, r.size(), out.data());
-        return out;
-    }
 }
 
 TEST_CASE("recipe_job: a union vocabulary, config.json, tokenizer, model card and recipe", "[recipe]")
@@ -104,11 +97,11 @@ TEST_CASE("recipe_job: a union vocabulary, config.json, tokenizer, model card an
     REQUIRE(out.contains("lm_head.weight"));
     CHECK(out.at("model.embed_tokens.weight").shape == xmerge::shape_type{8, 2});
     CHECK(out.at("model.embed_tokens.weight").dtype == "F32");
-    const auto embed = read_f32(out, "model.embed_tokens.weight");
+    const auto embed = xmerge_test::float_values(out.at("model.embed_tokens.weight"));
     CHECK(embed[2 * 3] == 0.5f * (10 + 3) + 0.5f * (20 + 3));  // both have token 3
     CHECK(embed[2 * 7] == 27.0f);                               // only chat has <s2>: both rows are chat's
     // The tied base's head is its embedding: its row 0 (10) and chat's head (-2).
-    CHECK(read_f32(out, "lm_head.weight")[0] == 0.5f * 10 + 0.5f * -2);
+    CHECK(xmerge_test::float_values(out.at("lm_head.weight"))[0] == 0.5f * 10 + 0.5f * -2);
 
     const auto config = read_json(dir / "out/config.json");
     CHECK(config["torch_dtype"] == "float32");
@@ -145,7 +138,7 @@ TEST_CASE("recipe_job: without a merged vocabulary, the reference's files as the
     CHECK(xmerge_test::read_bytes(dir / "out/README.md") == "the base's own card\n");
     // No dtype asked: config.json keeps the reference's.
     CHECK(read_json(dir / "out/config.json")["torch_dtype"] == "bfloat16");
-    CHECK(read_f32(xmerge::model::open(dir / "out"), "lm_head.weight")[0] == -1.0f);
+    CHECK(xmerge_test::float_values(xmerge::model::open(dir / "out").at("lm_head.weight"))[0] == -1.0f);
 
     // Vocabularies of different sizes without tokenizer_source: refused with a hint.
     checkpoint(dir / "c", 8, 3, false, {"<x>", "<y>"}, keep);

@@ -17,6 +17,7 @@
 
 #include "../core/dtype.hpp"
 #include "../core/error.hpp"
+#include "../core/fnv1a.hpp"
 #include "../io/companion_files.hpp"
 #include "../io/safetensors.hpp"
 #include "../model/merge.hpp"
@@ -97,19 +98,11 @@ namespace xmerge::lora
 
     namespace detail
     {
-        inline void hash_bytes(std::uint64_t& h, const void* data, std::size_t n) noexcept
-        {
-            const auto* p = static_cast<const unsigned char*>(data);
-            for (std::size_t i = 0; i < n; ++i)
-            {
-                h = (h ^ p[i]) * 0x100000001b3ull;
-            }
-        }
-
-        inline void hash_text(std::uint64_t& h, const std::string& s) noexcept { hash_bytes(h, s.data(), s.size() + 1); }
+        // With its terminating NUL, so that ("ab", "c") and ("a", "bc") differ.
+        inline void hash_text(xmerge::detail::fnv1a& h, const std::string& s) noexcept { h.bytes(s.c_str(), s.size() + 1); }
 
         /// Size and modification time of every regular file directly in `path` (or of `path` itself).
-        inline void hash_files(std::uint64_t& h, const std::filesystem::path& path)
+        inline void hash_files(xmerge::detail::fnv1a& h, const std::filesystem::path& path)
         {
             namespace fs = std::filesystem;
             std::error_code ec;
@@ -119,8 +112,8 @@ namespace xmerge::lora
                 const auto size = fs::file_size(p, e);
                 const auto time = fs::last_write_time(p, e).time_since_epoch().count();
                 xmerge::lora::detail::hash_text(h, p.filename().string());
-                xmerge::lora::detail::hash_bytes(h, &size, sizeof size);
-                xmerge::lora::detail::hash_bytes(h, &time, sizeof time);
+                h.bytes(&size, sizeof size);
+                h.bytes(&time, sizeof time);
             };
             if (!fs::is_directory(path, ec))
             {
@@ -182,7 +175,7 @@ namespace xmerge::lora
     {
         namespace fs = std::filesystem;
         std::error_code ec;
-        std::uint64_t h = 0xcbf29ce484222325ull;
+        xmerge::detail::fnv1a h;
         for (const std::string* p : {&model_path, &adapter_path})
         {
             const fs::path absolute = fs::weakly_canonical(fs::absolute(*p), ec);
@@ -191,7 +184,7 @@ namespace xmerge::lora
         }
         xmerge::lora::detail::hash_text(h, m_options.out_dtype ? std::string(io::safetensors_name(*m_options.out_dtype)) : "base");
         char hex[17];
-        std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+        std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h.value()));
         return xmerge::lora::detail::path_label(model_path) + "+" + xmerge::lora::detail::path_label(adapter_path) + "-" + hex;
     }
 

@@ -26,6 +26,7 @@
 #include "../ops/input.hpp"
 #include "../ops/list.hpp"
 #include "../ops/weighted_sum.hpp"
+#include "../simd/random.hpp"
 #include "model.hpp"
 
 /**
@@ -276,31 +277,18 @@ namespace xmerge
             return false;
         }
 
-        inline std::uint64_t splitmix64(std::uint64_t x)
-        {
-            x += 0x9E3779B97F4A7C15ull;
-            x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-            x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-            return x ^ (x >> 31);
-        }
-
         inline double counter_normal(std::uint64_t key, std::size_t i)
         {
             // Box-Muller on two uniforms in (0, 1] from consecutive counters.
             const double scale = 1.0 / 9007199254740992.0;
-            const double u = (static_cast<double>(splitmix64(key + 2 * i) >> 11) + 1.0) * scale;
-            const double v = static_cast<double>(splitmix64(key + 2 * i + 1) >> 11) * scale;
+            const double u = (static_cast<double>(xmerge::simd::detail::splitmix64(key + 2 * i) >> 11) + 1.0) * scale;
+            const double v = static_cast<double>(xmerge::simd::detail::splitmix64(key + 2 * i + 1) >> 11) * scale;
             return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
         }
 
         inline std::uint64_t name_key(std::uint64_t seed, const std::string& name)
         {
-            std::uint64_t h = 0xcbf29ce484222325ull;
-            for (unsigned char c : name)
-            {
-                h = (h ^ c) * 0x100000001b3ull;
-            }
-            return splitmix64(seed) ^ h;
+            return xmerge::simd::detail::splitmix64(seed) ^ xmerge::simd::hash_name(name);
         }
 
         template <class Edit>

@@ -13,6 +13,7 @@
 #include <variant>
 #include <vector>
 
+#include "../core/fnv1a.hpp"
 #include "../model/merge_plan.hpp"
 #include "../model/merge_spec.hpp"
 
@@ -42,14 +43,7 @@ namespace xmerge::mpi
         class digest
         {
         public:
-            void bytes(const void* p, std::size_t n)
-            {
-                const auto* c = static_cast<const unsigned char*>(p);
-                for (std::size_t i = 0; i < n; ++i)
-                {
-                    m_h = (m_h ^ c[i]) * 1099511628211ull;
-                }
-            }
+            void bytes(const void* p, std::size_t n) { m_h.bytes(p, n); }
             // Length first, so that ("ab", "c") and ("a", "bc") differ.
             void text(const std::string& s)
             {
@@ -62,10 +56,10 @@ namespace xmerge::mpi
                 static_assert(std::is_arithmetic<T>::value, "numbers only");
                 bytes(&v, sizeof v);
             }
-            std::uint64_t value() const noexcept { return m_h; }
+            std::uint64_t value() const noexcept { return m_h.value(); }
 
         private:
-            std::uint64_t m_h = 1469598103934665603ull;
+            xmerge::detail::fnv1a m_h;
         };
 
         inline void add_tensor(digest& d, const model_tensor* t)
