@@ -24,6 +24,7 @@
 
 #include <xmerge/core/evaluate.hpp>
 #include <xmerge/io/checkpoint_writer.hpp>
+#include <xmerge/linalg/blas_threads.hpp>
 #include <xmerge/model/model.hpp>
 #include <xmerge/ops/input.hpp>
 #include <xmerge/io/companion_files.hpp>
@@ -120,6 +121,14 @@ int main(int argc, char** argv)
 {
     CLI::App app{"xmerge: merge safetensors checkpoints with mergekit YAML recipes"};
     app.require_subcommand(1);
+    std::size_t blas_threads = 0;
+    const auto add_blas_threads = [&](CLI::App* c)
+    {
+        c->add_option("--blas-threads", blas_threads,
+                      "threads of the BLAS library (OpenBLAS) for SVD and solver-based methods; fix it to get the same bits on another machine "
+                      "(default: the library's own choice)")
+            ->check(CLI::PositiveNumber);
+    };
 
     xmerge_cli::run_args ra;
     std::string shard_size = "5GB";
@@ -138,6 +147,7 @@ int main(int argc, char** argv)
     run_cmd->add_flag("--no-progress", ra.no_progress, "no progress bar");
     run_cmd->add_flag("--no-copy-files", ra.no_copy_files, "write only the tensors and the recipe: nothing from the base model's directory");
     run_cmd->add_flag("--dry-run", ra.dry_run, "check the recipe and the models, write nothing");
+    add_blas_threads(run_cmd);
     xmerge_cli::mergekit_flags mergekit;
     mergekit.add_to(*run_cmd, ra);
     shard_option->excludes(run_cmd->get_option("--out-shard-size"));
@@ -151,6 +161,7 @@ int main(int argc, char** argv)
     inspect_cmd->add_flag("--json", ia.json, "print JSON instead of tables");
     inspect_cmd->add_option("--plot", ia.plot, "write a PNG heatmap of cosine similarity and sign conflicts per layer and model pair");
     inspect_cmd->add_option("--svd", ia.singular_values, "top singular values and effective rank of each 2-D task vector (needs the linalg component)");
+    add_blas_threads(inspect_cmd);
     inspect_cmd->add_flag("--tensors", ia.per_tensor, "one table row per tensor, not per layer");
     inspect_cmd->add_option("-j,--threads", ia.threads, "threads (0: every hardware thread)")->check(xmerge_cli::check_threads);
 
@@ -203,7 +214,7 @@ int main(int argc, char** argv)
     auto out_dir = [&](CLI::App* c) { c->add_option("out_dir", la.out_dir, "output directory (must not exist or be empty, unless --overwrite)")->required(); };
     auto common = [&](CLI::App* c)
     {
-        c->add_option("-j,--threads", la.threads, "threads (0: every hardware thread)");
+        c->add_option("-j,--threads", la.threads, "threads (0: every hardware thread)")->check(xmerge_cli::check_threads);
         c->add_option("--out-dtype", la.out_dtype, "dtype of the written tensors: float32, bfloat16 or float16");
         c->add_flag("--overwrite", la.overwrite, "replace a non-empty OUT_DIR once complete");
         c->add_flag("--no-progress", la.no_progress, "no progress bar");
@@ -215,6 +226,7 @@ int main(int argc, char** argv)
         c->add_option("--max-rank", la.max_rank, "upper bound on --energy's rank");
         c->add_flag("--randomized", la.randomized, "randomized SVD (a sketch of --rank or --max-rank columns) instead of a full SVD");
         c->add_option("--seed", la.seed, "seed of --randomized and of DARE")->capture_default_str();
+        add_blas_threads(c);
     };
     CLI::App* fold_cmd = lora_cmd->add_subcommand("fold", "Fold an adapter into its base model: W + scale B A (DoRA: magnitude-normalized)");
     fold_cmd->add_option("base", la.base, "base checkpoint")->required();
@@ -245,6 +257,10 @@ int main(int argc, char** argv)
 #endif
 
     CLI11_PARSE(app, argc, argv);
+    if (blas_threads != 0 && !xmerge::set_blas_threads(blas_threads))
+    {
+        std::fprintf(stderr, "xmerge: note: --blas-threads ignored: the BLAS library is not OpenBLAS\n");
+    }
 
     try
     {
