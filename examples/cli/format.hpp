@@ -44,6 +44,12 @@ namespace xmerge_cli
         return out;
     }
 
+    /// Prints "xmerge: note: NOTE" on stderr, escaped for the terminal (see printable).
+    inline void print_note(const std::string& note)
+    {
+        std::fprintf(stderr, "xmerge: note: %s\n", xmerge_cli::printable(note).c_str());
+    }
+
     /// A thread count option: digits only, at most 4096 (0: every hardware thread).
     inline std::string check_threads(const std::string& text)
     {

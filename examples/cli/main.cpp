@@ -72,7 +72,7 @@ namespace
         o.max_shard_bytes = xmerge_cli::parse_size(shard_size);
         o.metadata = m.metadata();
         o.overwrite = overwrite;
-        o.on_cleanup = [](const std::string& note) { std::fprintf(stderr, "xmerge: note: %s\n", xmerge_cli::printable(note).c_str()); };
+        o.on_cleanup = xmerge_cli::print_note;
         xmerge::io::checkpoint_writer w(out, layout, o);
         for (const auto& t : m.tensors())
         {

@@ -103,7 +103,7 @@ namespace xmerge_cli
         o.merge.output.max_shard_bytes = a.shard_bytes;
         o.merge.output.overwrite = a.overwrite;
         o.merge.output.sync = a.sync;
-        o.merge.output.on_cleanup = [](const std::string& note) { std::fprintf(stderr, "xmerge: note: %s\n", printable(note).c_str()); };
+        o.merge.output.on_cleanup = xmerge_cli::print_note;
         o.out_dtype = xmerge_cli::optional_dtype_option(a.out_dtype, "--out-dtype");
         o.bind.truncate_vocabulary = a.truncate_vocabulary;
 #if XMERGE_WITH_LORA
@@ -135,7 +135,7 @@ namespace xmerge_cli
         }
         for (const auto& note : job.notes())
         {
-            std::fprintf(stderr, "xmerge: note: %s\n", printable(note).c_str());
+            xmerge_cli::print_note(note);
         }
         const xmerge::merge_plan& plan = job.plan();
         if (a.dry_run)

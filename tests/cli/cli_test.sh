@@ -8,6 +8,7 @@ xmerge=$(realpath "$1")
 repo=$(realpath "$(dirname "$0")/../..")
 scratch=$2
 rm -rf "$scratch" && mkdir -p "$scratch" && cd "$scratch" || exit 1
+scratch_abs=$PWD
 passed=0
 failed=0
 
@@ -75,6 +76,12 @@ err=$("$xmerge" run unknown_param.yml warned --no-progress 2>&1 >/dev/null)
 expect "by default it is ignored with a one-line warning naming it and the method" '[ -f warned/model.safetensors ] && [ "$(grep -c "warning: parameter .lamda. is not a parameter of method .task_arithmetic." <<<"$err")" -eq 1 ]'
 sed 's#models/code#models/nowhere#' ta.yml > missing_model.yml
 expect_failure "missing model" "models/nowhere" out3 run missing_model.yml out3
+# A YAML tag in front of a tokenizer source leaves its path empty (found by the
+# recipe fuzzer; the models with tokenizers are the conformance set's).
+printf 'merge_method: linear\nbase_model: models/tok_base\nmodels:\n- model: models/tok_base\n  parameters: {weight: 1.0}\n- model: models/tok_chatml\n  parameters: {weight: 1.0}\ntokenizer_source: !models/tok_chatml\n' > tagged_path.yml
+err=$(cd "$repo/tests/data/conformance" && "$xmerge" run "$scratch_abs/tagged_path.yml" "$scratch_abs/out3b" 2>&1 >/dev/null)
+rc=$?
+expect "a path left empty by a YAML tag is refused with a message" '[ $rc -eq 1 ] && grep -q "has an empty path" <<<"$err" && [ ! -e out3b ]'
 sed 's/parameters: {weight: 0.6}/parameters: {weight: 0.6, lambda: 0.6}/' ta.yml > misplaced.yml
 expect_failure "--strict refuses a global parameter set per model" "set per model it is not used" out4 run misplaced.yml out4 --strict
 err=$("$xmerge" run misplaced.yml misplaced_out --no-progress 2>&1 >/dev/null)

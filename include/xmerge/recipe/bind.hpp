@@ -116,8 +116,16 @@ namespace xmerge
             }
             path = m_fold_adapter(lora->model, lora->adapter);
         }
+        if (path.empty())
+        {
+            throw parameter_error("", "model", role + " has an empty path", m_recipe_path);
+        }
         std::error_code ec;
-        std::filesystem::path resolved = std::filesystem::weakly_canonical(std::filesystem::absolute(path), ec);
+        std::filesystem::path resolved = std::filesystem::absolute(path, ec);
+        if (!ec)
+        {
+            resolved = std::filesystem::weakly_canonical(resolved, ec);
+        }
         const std::string key = ec ? path : resolved.string();
         auto it = m_models.find(key);
         if (it == m_models.end())
