@@ -207,7 +207,7 @@ TEST_CASE("a shared sub-expression read several times is computed once per chunk
         const float v = a[i] * 2.0f;
         REQUIRE(out[i] == (v + v * v) - v);
     }
-    // read once: fused into the pass, not stored
+    // read once: computed once as well
     packets_computed = 0;
     evaluate(shared(map(counting_fn{}, input(a))) + 1.0f, out);
     CHECK(packets_computed >= packets);

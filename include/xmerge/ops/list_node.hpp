@@ -163,8 +163,9 @@ namespace xmerge
         ///@}
 
         /** @name A list bound to one chunk
-         *  `visit<B>(i, g)` calls g with the access to the list's terms at
-         *  element i that suits the chunk (typed when the dtypes are uniform).
+         *  `visit<B, Typed>(i, g)` calls g with the access to the list's terms at
+         *  element i that suits the chunk (typed when Typed and the dtypes are
+         *  uniform).
          */
         ///@{
         template <class Bound>
@@ -172,7 +173,7 @@ namespace xmerge
         {
             const Bound* terms;
 
-            template <class B, class G>
+            template <class B, bool Typed, class G>
             XMERGE_FORCE_INLINE B visit(std::size_t i, G&& g) const noexcept
             {
                 return g(bound_term_access<B, Bound>{terms, i});
@@ -184,13 +185,16 @@ namespace xmerge
             const bound_input* terms;
             bool uniform;  // every term has terms[0]'s dtype
 
-            template <class B, class G>
+            template <class B, bool Typed, class G>
             XMERGE_FORCE_INLINE B visit(std::size_t i, G&& g) const noexcept
             {
-                if (uniform)
+                if constexpr (Typed)
                 {
-                    return with_element_type(terms[0].type, [&](auto tag) XMERGE_LAMBDA_INLINE
-                                             { return g(typed_input_access<B, std::remove_const_t<std::remove_pointer_t<decltype(tag)>>>{terms, i}); });
+                    if (uniform)
+                    {
+                        return with_element_type(terms[0].type, [&](auto tag) XMERGE_LAMBDA_INLINE
+                                                 { return g(typed_input_access<B, std::remove_const_t<std::remove_pointer_t<decltype(tag)>>>{terms, i}); });
+                    }
                 }
                 return g(bound_term_access<B, bound_input>{terms, i});
             }
@@ -203,18 +207,17 @@ namespace xmerge
             const bound_input* bases;
             bool shared_base;
 
-            template <class B, class G>
+            template <class B, bool Typed, class G>
             XMERGE_FORCE_INLINE B visit(std::size_t i, G&& g) const noexcept
             {
-                return models.template visit<B>(i, [&](const auto& x) XMERGE_LAMBDA_INLINE
-                                                {
-                                                    using X = std::decay_t<decltype(x)>;
-                                                    if (shared_base)
-                                                    {
-                                                        return g(shared_base_access<B, X>{x, bases[0].template packet<B>(i)});
-                                                    }
-                                                    return g(own_base_access<B, X>{x, bases, i});
-                                                });
+                if (shared_base)
+                {
+                    return models.template visit<B, Typed>(i, [&](const auto& x) XMERGE_LAMBDA_INLINE
+                                                           { return g(shared_base_access<B, std::decay_t<decltype(x)>>{x, bases[0].template packet<B>(i)}); });
+                }
+                // Bases of their own are rare: one generic loop for them.
+                return models.template visit<B, false>(i, [&](const auto& x) XMERGE_LAMBDA_INLINE
+                                                       { return g(own_base_access<B, std::decay_t<decltype(x)>>{x, bases, i}); });
             }
         };
         ///@}
@@ -346,7 +349,9 @@ namespace xmerge
                 }
                 else
                 {
-                    return std::get<L>(lists).template visit<B>(i, [&](const auto& next) XMERGE_LAMBDA_INLINE
+                    // Only the first list gets loops typed per dtype: typing every list would
+                    // compile the functor once per combination of dtypes.
+                    return std::get<L>(lists).template visit<B, L == 0>(i, [&](const auto& next) XMERGE_LAMBDA_INLINE
                                                                 { return this->template visit_from<B, L + 1>(i, access..., next); });
                 }
             }

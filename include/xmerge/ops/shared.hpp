@@ -6,7 +6,6 @@
 #define XMERGE_OPS_SHARED_HPP
 
 #include <cstddef>
-#include <map>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -29,8 +28,8 @@ namespace xmerge
      * Copies of a shared node (and every place it is used) refer to one
      * expression; an evaluation builds one evaluator for it, so its
      * statistics (a selection, a norm, a sort) are computed once however
-     * many times it is read, and where one pass reads it more than once, its
-     * values are computed once per chunk into scratch memory. Wrap anything
+     * many times it is read, and its values are computed once per chunk into
+     * scratch memory that every place reading it loads from. Wrap anything
      * that is both read element-wise and measured, or that feeds several
      * terms:
      *
@@ -72,20 +71,6 @@ namespace xmerge
 
     namespace detail
     {
-        /// A shared tensor's chunk: the values computed once into arena memory, or the expression itself.
-        template <class Inner>
-        struct bound_shared
-        {
-            const float* values;  // null when the expression is bound once per chunk
-            Inner inner;
-
-            template <class B>
-            XMERGE_FORCE_INLINE B packet(std::size_t i) const noexcept
-            {
-                return values ? simd::batch_traits<B>::load(values + i) : inner.template packet<B>(i);
-            }
-        };
-
         template <class E>
         class evaluator<shared_node<E>>
         {
@@ -97,11 +82,6 @@ namespace xmerge
 
             std::size_t collect(statistics_registry& r)
             {
-                // Bound twice for the same chunks (by one statistic, or by the element-wise pass): computed once per chunk.
-                if (++m_state->uses[r.root()] > 1)
-                {
-                    m_state->memoize = true;
-                }
                 if (!m_state->collected)
                 {
                     m_state->level = m_state->eval.collect(r);
@@ -110,14 +90,12 @@ namespace xmerge
                 return m_state->level;
             }
 
+            /// The chunk's values, computed once into arena memory however many
+            /// places read them. Always stored, even when read once: reading the
+            /// expression in place would compile it into every consumer as well.
             template <class T = E, class = std::enable_if_t<is_tensor_expression_v<T>>>
-            auto bind(std::size_t begin, std::size_t n, arena& a) const
+            bound_pointer bind(std::size_t begin, std::size_t n, arena& a) const
             {
-                using inner = decltype(m_state->eval.bind(begin, n, a));
-                if (!m_state->memoize)
-                {
-                    return bound_shared<inner>{nullptr, m_state->eval.bind(begin, n, a)};
-                }
                 const float* values = a.recall(m_state.get(), begin);
                 if (!values)
                 {
@@ -126,7 +104,7 @@ namespace xmerge
                     a.remember(m_state.get(), begin, buf);
                     values = buf;
                 }
-                return bound_shared<inner>{values, inner{}};
+                return {values};
             }
 
             template <class T = E, class = std::enable_if_t<is_scalar_expression_v<T>>>
@@ -142,8 +120,6 @@ namespace xmerge
                 evaluator<E> eval;
                 bool collected = false;
                 std::size_t level = 0;
-                std::map<const void*, std::size_t> uses;  // per root that binds it
-                bool memoize = false;
             };
 
             std::shared_ptr<state> m_state;
