@@ -9,7 +9,7 @@
  * @file
  * Everything that needs BLAS and LAPACK (through xtensor-blas): Gram
  * accumulation, RegMean, SVD-based subspaces and projections, continual
- * projection merging, TSV-M, Iso-C and Iso-CTS. Link xmerge::linalg.
+ * projection merging, TSV-M, TSV-C, WUDI, Iso-C and Iso-CTS. Link xmerge::linalg.
  */
 
 #include "xmerge.hpp"
@@ -23,6 +23,8 @@
 #include "linalg/regmean.hpp"
 #include "linalg/svd.hpp"
 #include "linalg/task_matrix.hpp"
+#include "linalg/tsv_c.hpp"
 #include "linalg/tsv_m.hpp"
+#include "linalg/wudi.hpp"
 
 #endif

@@ -15,8 +15,10 @@
 
 #include "methods/breadcrumbs.hpp"
 #include "methods/builtin.hpp"
+#include "methods/consensus.hpp"
 #include "methods/dare.hpp"
 #include "methods/della.hpp"
+#include "methods/emr.hpp"
 #include "methods/fisher.hpp"
 #include "methods/generalized_task_arithmetic.hpp"
 #include "methods/interpolate.hpp"
@@ -29,9 +31,11 @@
 #include "methods/nearswap.hpp"
 #include "methods/nuslerp.hpp"
 #include "methods/options.hpp"
+#include "methods/per_task.hpp"
 #include "methods/registry.hpp"
 #include "methods/sce.hpp"
 #include "methods/slerp.hpp"
+#include "methods/tall_mask.hpp"
 #include "methods/task_arithmetic.hpp"
 #include "methods/ties.hpp"
 

@@ -14,6 +14,7 @@
 
 #include "core.hpp"
 
+#include "ops/emr_election.hpp"
 #include "ops/gram.hpp"
 #include "ops/max_magnitude.hpp"
 #include "ops/random_mask.hpp"
@@ -21,6 +22,7 @@
 #include "ops/rank_probability.hpp"
 #include "ops/rescale.hpp"
 #include "ops/sign_election.hpp"
+#include "ops/tall_mask.hpp"
 #include "ops/variance.hpp"
 
 #endif

@@ -6,6 +6,7 @@
 // Prints PASS / FAIL / SKIP per case, then "N passed, M failed[, K skipped]";
 // exits non-zero when a case fails.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -34,7 +35,8 @@ namespace
         static const std::map<std::string, tolerance> loose = {
             {"slerp", {1e-4, 1e-6}},  {"nuslerp", {1e-4, 1e-6}}, {"multislerp", {1e-4, 1e-6}}, {"karcher", {1e-4, 1e-6}},
             {"tsv_m", {1e-4, 1e-6}},  {"iso_c", {1e-4, 1e-6}},   {"iso_cts", {1e-4, 1e-6}},    {"opcm", {1e-4, 1e-6}},
-            {"regmean", {1e-4, 1e-6}}};
+            {"regmean", {1e-4, 1e-6}}, {"wudi", {1e-4, 1e-6}},      {"tsv_c", {1e-4, 1e-6}},
+            {"tall_mask", {1e-6, 1e-7}}, {"emr", {1e-6, 1e-7}}};
         const auto it = loose.find(method);
         return it == loose.end() ? tolerance{} : it->second;
     }
@@ -43,6 +45,45 @@ namespace
     std::string parameter_name(const std::string& name)
     {
         return name == "weights" ? "weight" : name;
+    }
+
+    // Values a case records for completeness that are constants of the method's
+    // reference code, not parameters: the case runs only when they match.
+    bool is_reference_constant(const std::string& method, const std::string& name, const nlohmann::json& v)
+    {
+        if (method == "wudi")
+        {
+            static const nlohmann::json adam = {{"optimizer", "adam"}, {"betas", {0.9, 0.999}}, {"eps", 1e-8}, {"weight_decay", 0.0},
+                                                {"init", "sum_of_task_vectors"}, {"exclude", false}};
+            if (adam.contains(name))
+            {
+                if (adam.at(name) != v)
+                {
+                    throw std::runtime_error("recorded " + name + " = " + v.dump() + " differs from the reference's constant " + adam.at(name).dump());
+                }
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // The name a method's output has for a golden tensor: "expected" is the
+    // single result, "expected.<t>" task t's model, "expected_<x>" output <x>.
+    std::string output_name(const std::string& golden)
+    {
+        if (golden == "expected")
+        {
+            return "merged";
+        }
+        if (golden.rfind("expected.", 0) == 0)
+        {
+            return "model." + golden.substr(9);
+        }
+        if (golden.rfind("expected_", 0) == 0)
+        {
+            return golden.substr(9);
+        }
+        return golden;
     }
 
     xmerge::parameter_value to_parameter(const std::string& name, const nlohmann::json& v)
@@ -77,6 +118,49 @@ namespace
         std::string detail;
     };
 
+    outcome compare(const xmerge::any_expression& merged, const xmerge::const_tensor_ref& expected_ref, const tolerance& tol)
+    {
+        std::vector<float> got;
+        xmerge::evaluate(merged, got);
+
+        if (expected_ref.shape() != merged.shape())
+        {
+            return {false, "shape " + xmerge::to_string(merged.shape()) + ", expected " + xmerge::to_string(expected_ref.shape())};
+        }
+        std::vector<float> expected(expected_ref.size());
+        xmerge::simd::load_as_float(expected_ref.type(), expected_ref.data(), 0, expected.size(), expected.data());
+
+        double worst = 0.0;  // error / allowed
+        std::size_t where = 0;
+        for (std::size_t i = 0; i < got.size(); ++i)
+        {
+            const double e = expected[i];
+            const double g = got[i];
+            double ratio;
+            if (std::isnan(e) || std::isnan(g))
+            {
+                ratio = std::isnan(e) && std::isnan(g) ? 0.0 : INFINITY;
+            }
+            else
+            {
+                ratio = std::fabs(g - e) / (tol.atol + tol.rtol * std::fabs(e));
+            }
+            if (ratio > worst)
+            {
+                worst = ratio;
+                where = i;
+            }
+        }
+        if (worst <= 1.0)
+        {
+            return {true, ""};
+        }
+        char buf[256];
+        std::snprintf(buf, sizeof buf, "worst error at index %zu: got %.9g, expected %.9g (%.3g x the tolerance rtol %g, atol %g)", where,
+                      static_cast<double>(got[where]), static_cast<double>(expected[where]), worst, tol.rtol, tol.atol);
+        return {false, buf};
+    }
+
     outcome run_case(const std::string& dir, const nlohmann::json& c, const xmerge::method_registry& registry)
     {
         const std::string method = c.at("method");
@@ -107,55 +191,46 @@ namespace
         xmerge::parameters params;
         for (const auto& [name, value] : c.at("params").items())
         {
-            if (value.is_null())
+            if (value.is_null() || is_reference_constant(method, name, value))
             {
-                continue;  // an optional parameter left unset
+                continue;  // an optional parameter left unset, or a constant of the reference
             }
             params.set(parameter_name(name), to_parameter(name, value));
         }
 
-        const xmerge::any_expression merged = registry.build(method, in, params);
-        std::vector<float> got;
-        xmerge::evaluate(merged, got);
+        const auto golden_outputs = c.value("outputs", std::vector<std::string>{"expected"});
+        if (golden_outputs.size() == 1 && golden_outputs[0] == "expected" && !c.contains("num_outputs"))
+        {
+            const xmerge::any_expression merged = registry.build(method, in, params);
+            return compare(merged, file.tensor("expected"), tolerance_for(method));
+        }
 
-        const auto expected_ref = file.tensor("expected");
-        if (expected_ref.shape() != merged.shape())
+        // Several results (one model per task, masks): build them all and evaluate them together.
+        const std::vector<xmerge::method_output> outputs = registry.build_outputs(method, in, params);
+        std::size_t models = 0;
+        for (const auto& o : outputs)
         {
-            return {false, "shape " + xmerge::to_string(merged.shape()) + ", expected " + xmerge::to_string(expected_ref.shape())};
+            models += o.name.rfind("model.", 0) == 0 ? 1 : 0;
         }
-        std::vector<float> expected(expected_ref.size());
-        xmerge::simd::load_as_float(expected_ref.type(), expected_ref.data(), 0, expected.size(), expected.data());
-
-        const tolerance tol = tolerance_for(method);
-        double worst = 0.0;  // error / allowed
-        std::size_t where = 0;
-        for (std::size_t i = 0; i < got.size(); ++i)
+        if (c.contains("num_outputs") && models != c.at("num_outputs").get<std::size_t>())
         {
-            const double e = expected[i];
-            const double g = got[i];
-            double ratio;
-            if (std::isnan(e) || std::isnan(g))
+            return {false, "built " + std::to_string(models) + " per-task models, expected " + std::to_string(c.at("num_outputs").get<std::size_t>())};
+        }
+        for (const std::string& golden : golden_outputs)
+        {
+            const std::string wanted = output_name(golden);
+            const auto it = std::find_if(outputs.begin(), outputs.end(), [&](const xmerge::method_output& o) { return o.name == wanted; });
+            if (it == outputs.end())
             {
-                ratio = std::isnan(e) && std::isnan(g) ? 0.0 : INFINITY;
+                return {false, "the method gives no output '" + wanted + "' for " + golden};
             }
-            else
+            outcome r = compare(it->value, file.tensor(golden), tolerance_for(method));
+            if (!r.passed)
             {
-                ratio = std::fabs(g - e) / (tol.atol + tol.rtol * std::fabs(e));
-            }
-            if (ratio > worst)
-            {
-                worst = ratio;
-                where = i;
+                return {false, golden + ": " + r.detail};
             }
         }
-        if (worst <= 1.0)
-        {
-            return {true, ""};
-        }
-        char buf[256];
-        std::snprintf(buf, sizeof buf, "worst error at index %zu: got %.9g, expected %.9g (%.3g x the tolerance rtol %g, atol %g)", where,
-                      static_cast<double>(got[where]), static_cast<double>(expected[where]), worst, tol.rtol, tol.atol);
-        return {false, buf};
+        return {true, ""};
     }
 }
 

@@ -12,7 +12,9 @@
 #include "../linalg/isotropic.hpp"
 #include "../linalg/opcm.hpp"
 #include "../linalg/regmean.hpp"
+#include "../linalg/tsv_c.hpp"
 #include "../linalg/tsv_m.hpp"
+#include "../linalg/wudi.hpp"
 #endif
 
 namespace xmerge
@@ -20,7 +22,7 @@ namespace xmerge
     /**
      * Registers the data-aware and projection family: fisher; with
      * XMERGE_WITH_LINALG (the xmerge::linalg target) also regmean, tsv_m,
-     * iso_c, iso_cts and opcm.
+     * iso_c, iso_cts, opcm, wudi and tsv_c.
      */
     template <class T = void>
     void add_data_aware_methods(method_registry& r)
@@ -32,6 +34,8 @@ namespace xmerge
         r.add(iso_c_method<T>());
         r.add(iso_cts_method<T>());
         r.add(opcm_method<T>());
+        r.add(wudi_method<T>());
+        r.add(tsv_c_method<T>());
 #endif
     }
 }

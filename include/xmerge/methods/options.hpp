@@ -134,6 +134,14 @@ namespace xmerge
     template <class Options, class Build>
     method_info make_method(std::string name, std::string summary, bool needs_base, option_set<Options> options, Build build);
 
+    /**
+     * A registry entry with several results per tensor (one model per task):
+     * `build(inputs, options)` gives the one its options select, and
+     * `build_all(inputs, options)` every result, named (a std::vector<method_output>).
+     */
+    template <class Options, class Build, class BuildAll>
+    method_info make_method_with_outputs(std::string name, std::string summary, bool needs_base, option_set<Options> options, Build build, BuildAll build_all);
+
     /********************
      * Implementation   *
      ********************/
@@ -379,6 +387,15 @@ namespace xmerge
         m.parameters = options.specs();
         m.build = [options = std::move(options), build = std::move(build)](const method_inputs& in, const parameters& p) -> any_expression
         { return build(in, options.parse(p, in.models.size())); };
+        return m;
+    }
+
+    template <class Options, class Build, class BuildAll>
+    inline method_info make_method_with_outputs(std::string name, std::string summary, bool needs_base, option_set<Options> options, Build build, BuildAll build_all)
+    {
+        method_info m = xmerge::make_method(std::move(name), std::move(summary), needs_base, options, std::move(build));
+        m.build_outputs = [options = std::move(options), build_all = std::move(build_all)](const method_inputs& in, const parameters& p) -> std::vector<method_output>
+        { return build_all(in, options.parse(p, in.models.size())); };
         return m;
     }
 }

@@ -119,6 +119,13 @@ namespace xmerge
         std::function<double(double)> finish;
     };
 
+    /// One named result of a method that gives several per tensor ("model.0", "mask.0", "unified").
+    struct method_output
+    {
+        std::string name;
+        any_expression value;
+    };
+
     /// A method that can be built by name.
     struct method_info
     {
@@ -130,6 +137,12 @@ namespace xmerge
         std::string summary;
         /// Whole-model statistics build() reads from method_inputs::model_statistics.
         std::vector<model_statistic> model_statistics;
+        /**
+         * Set for methods that give several results per tensor (one model per
+         * task, per-task masks): builds all of them, named. `build` then gives
+         * the one model its parameters select (a `task` index).
+         */
+        std::function<std::vector<method_output>(const method_inputs&, const xmerge::parameters&)> build_outputs;
     };
 
     /// Methods by name.
@@ -156,7 +169,19 @@ namespace xmerge
          */
         any_expression build(const std::string& method, const method_inputs& inputs, const parameters& given) const;
 
+        /**
+         * Every result of `method` for one tensor, with the checks of build():
+         * the method's named outputs when it has several (method_info::build_outputs),
+         * else one output "merged". Evaluate them together with evaluate_all().
+         */
+        std::vector<method_output> build_outputs(const std::string& method, const method_inputs& inputs, const parameters& given) const;
+
     private:
+        /// The given parameters checked against the declaration, with defaults filled in.
+        parameters complete_parameters(const method_info& info, const method_inputs& inputs, const parameters& given) const;
+        /// The inputs with the method's whole-model statistics (derived from this tensor when missing).
+        method_inputs with_model_statistics(const method_info& info, const method_inputs& inputs) const;
+
         std::map<std::string, method_info> m_methods;
     };
 
@@ -333,9 +358,9 @@ namespace xmerge
         return out;
     }
 
-    inline any_expression method_registry::build(const std::string& method, const method_inputs& inputs, const parameters& given) const
+    inline parameters method_registry::complete_parameters(const method_info& info, const method_inputs& inputs, const parameters& given) const
     {
-        const method_info& info = find(method);
+        const std::string& method = info.name;
         parameters complete;
         complete.set_tensor_name(inputs.tensor);
         for (const auto& [name, value] : given.values())
@@ -375,24 +400,48 @@ namespace xmerge
         {
             throw parameter_error(inputs.tensor, "models", "method '" + method + "' needs at least one model");
         }
-        if (info.model_statistics.empty())
-        {
-            return info.build(inputs, complete);
-        }
-        method_inputs with_statistics = inputs;
+        return complete;
+    }
+
+    inline method_inputs method_registry::with_model_statistics(const method_info& info, const method_inputs& inputs) const
+    {
+        method_inputs out = inputs;
         for (const auto& stat : info.model_statistics)
         {
-            if (!with_statistics.model_statistics.count(stat.name))
+            if (!out.model_statistics.count(stat.name))
             {
                 std::vector<double> values = stat.per_tensor(inputs);
                 for (double& v : values)
                 {
                     v = stat.finish(v);
                 }
-                with_statistics.model_statistics[stat.name] = std::move(values);
+                out.model_statistics[stat.name] = std::move(values);
             }
         }
-        return info.build(with_statistics, complete);
+        return out;
+    }
+
+    inline any_expression method_registry::build(const std::string& method, const method_inputs& inputs, const parameters& given) const
+    {
+        const method_info& info = find(method);
+        const parameters complete = complete_parameters(info, inputs, given);
+        if (info.model_statistics.empty())
+        {
+            return info.build(inputs, complete);
+        }
+        return info.build(with_model_statistics(info, inputs), complete);
+    }
+
+    inline std::vector<method_output> method_registry::build_outputs(const std::string& method, const method_inputs& inputs, const parameters& given) const
+    {
+        const method_info& info = find(method);
+        const parameters complete = complete_parameters(info, inputs, given);
+        const method_inputs in = info.model_statistics.empty() ? inputs : with_model_statistics(info, inputs);
+        if (!info.build_outputs)
+        {
+            return {{"merged", info.build(in, complete)}};
+        }
+        return info.build_outputs(in, complete);
     }
 }
 
