@@ -16,6 +16,8 @@
 
 #include "ops/gram.hpp"
 #include "ops/max_magnitude.hpp"
+#include "ops/order_statistics.hpp"
+#include "ops/overlap_mean.hpp"
 #include "ops/random_mask.hpp"
 #include "ops/rank_mask.hpp"
 #include "ops/rank_probability.hpp"

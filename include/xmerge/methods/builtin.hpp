@@ -7,6 +7,7 @@
 
 #include "catalog_averaging.hpp"
 #include "catalog_data_aware.hpp"
+#include "catalog_overlap.hpp"
 #include "catalog_sparse_geometric.hpp"
 #include "passthrough.hpp"
 #include "registry.hpp"
@@ -25,6 +26,7 @@ namespace xmerge
         add_averaging_methods<T>(r);
         add_sparse_geometric_methods<T>(r);
         add_data_aware_methods<T>(r);
+        add_overlap_methods<T>(r);
         r.add(passthrough_method<T>());
         return r;
     }
