@@ -67,6 +67,22 @@ namespace xmerge_bench
         state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(bytes_per_iteration));
     }
 
+    /// Times evaluating build(inputs) for k models of state.range(1) elements into the output, on all cores.
+    template <class Build>
+    void run_merge(benchmark::State& state, xmerge::dtype type, std::size_t k, Build&& build)
+    {
+        const auto n = static_cast<std::size_t>(state.range(1));
+        merge_inputs in(type, k, n);
+        const xmerge::any_expression merged = build(in);
+        const auto options = all_cores();
+        for (auto _ : state)
+        {
+            xmerge::evaluate(merged, in.out.ref(), options);
+            benchmark::ClobberMemory();
+        }
+        set_bytes(state, (k + 2) * in.out.bytes());
+    }
+
     inline tensor::tensor(xmerge::dtype type, std::size_t n, std::uint32_t seed)
         : m_type(type), m_size(n), m_bytes(new std::uint8_t[n * xmerge::size_of(type)])
     {

@@ -6,20 +6,7 @@ namespace
 {
     using xmerge::dtype;
 
-    template <class Build>
-    void run_merge(benchmark::State& state, dtype type, std::size_t k, Build&& build)
-    {
-        const auto n = static_cast<std::size_t>(state.range(1));
-        xmerge_bench::merge_inputs in(type, k, n);
-        const xmerge::any_expression merged = build(in);
-        const auto options = xmerge_bench::all_cores();
-        for (auto _ : state)
-        {
-            xmerge::evaluate(merged, in.out.ref(), options);
-            benchmark::ClobberMemory();
-        }
-        xmerge_bench::set_bytes(state, (k + 2) * in.out.bytes());
-    }
+    using xmerge_bench::run_merge;
 
     std::vector<double> same(std::size_t k, double v) { return std::vector<double>(k, v); }
 

@@ -13,6 +13,7 @@
 
 #include "ops.hpp"
 
+#include "methods/arcee_fusion.hpp"
 #include "methods/breadcrumbs.hpp"
 #include "methods/builtin.hpp"
 #include "methods/consensus.hpp"
@@ -31,7 +32,10 @@
 #include "methods/nearswap.hpp"
 #include "methods/nuslerp.hpp"
 #include "methods/options.hpp"
+#include "methods/pcb.hpp"
 #include "methods/per_task.hpp"
+#include "methods/ram.hpp"
+#include "methods/ramplus_tl.hpp"
 #include "methods/registry.hpp"
 #include "methods/sce.hpp"
 #include "methods/slerp.hpp"

@@ -17,6 +17,8 @@
 #include "ops/emr_election.hpp"
 #include "ops/gram.hpp"
 #include "ops/max_magnitude.hpp"
+#include "ops/order_statistics.hpp"
+#include "ops/overlap_mean.hpp"
 #include "ops/random_mask.hpp"
 #include "ops/rank_mask.hpp"
 #include "ops/rank_probability.hpp"

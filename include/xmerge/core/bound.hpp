@@ -181,6 +181,18 @@ namespace xmerge::detail
         }
     }
 
+    /// chunk_values() of the k bound terms of a list, as an array of pointers in arena memory.
+    template <class Bound>
+    const float** list_chunk_values(std::size_t n, const Bound* terms, std::size_t k, arena& a)
+    {
+        const float** values = a.allocate<const float*>(k);
+        for (std::size_t i = 0; i < k; ++i)
+        {
+            values[i] = detail::chunk_values(n, terms[i], a);
+        }
+        return values;
+    }
+
     /// Elements [0, n) of `dst` (stored as `type`) = the bound expression's
     /// values, rounded to the dtype in registers.
     template <class B = simd::batch, class Bound>

@@ -8,6 +8,7 @@
 #include "catalog_averaging.hpp"
 #include "catalog_data_aware.hpp"
 #include "catalog_localization.hpp"
+#include "catalog_overlap.hpp"
 #include "catalog_sparse_geometric.hpp"
 #include "passthrough.hpp"
 #include "registry.hpp"
@@ -27,6 +28,7 @@ namespace xmerge
         add_sparse_geometric_methods<T>(r);
         add_data_aware_methods<T>(r);
         add_localization_methods<T>(r);
+        add_overlap_methods<T>(r);
         r.add(passthrough_method<T>());
         return r;
     }

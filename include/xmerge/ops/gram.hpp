@@ -123,11 +123,7 @@ namespace xmerge
             template <class Bound>
             void accumulate(partial& p, const chunk_view& chunk, const Bound* terms) const
             {
-                const float** values = chunk.scratch.allocate<const float*>(k);
-                for (std::size_t i = 0; i < k; ++i)
-                {
-                    values[i] = detail::chunk_values(chunk.size, terms[i], chunk.scratch);
-                }
+                const float** values = detail::list_chunk_values(chunk.size, terms, k, chunk.scratch);
                 kernels::gram_upper(values, k, chunk.size, p.data());
             }
 
