@@ -1,10 +1,11 @@
 // Training-loop averages over one 64 MiB float32 tensor: a power-function EMA
-// update (two profiles), a LAWA snapshot and window mean, and a post-hoc EMA
-// reconstruction. Compare their bytes/s with BM_triad_baseline of the same run.
+// update (two profiles), a LAWA snapshot and window mean, a post-hoc EMA
+// reconstruction, and CoTTA's stochastic restore. Compare their bytes/s with BM_triad_baseline of the same run.
 #include "bench_common.hpp"
 
 #include <xmerge/online/lawa.hpp>
 #include <xmerge/online/posthoc_ema.hpp>
+#include <xmerge/online/stochastic_restore.hpp>
 
 namespace
 {
@@ -55,6 +56,20 @@ namespace
         xmerge_bench::set_bytes(state, k * n * xmerge::size_of(storage) + out.bytes());
     }
 
+    void BM_stochastic_restore(benchmark::State& state, dtype type)
+    {
+        const auto n = static_cast<std::size_t>(state.range(0));
+        xmerge_bench::tensor w(type, n, 1), source(type, n, 2);
+        xmerge::stochastic_restore restore({w.ref()}, {source.cref()}, 0.01, 0, xmerge_bench::all_cores());
+        for (auto _ : state)
+        {
+            restore.apply();
+            benchmark::ClobberMemory();
+        }
+        // Read the weights and the source, write the weights.
+        xmerge_bench::set_bytes(state, 3 * w.bytes());
+    }
+
     void BM_posthoc_ema_reconstruct(benchmark::State& state)
     {
         const auto snapshots = static_cast<std::size_t>(state.range(0));
@@ -80,3 +95,5 @@ BENCHMARK_CAPTURE(BM_lawa_snapshot, bf16, dtype::bfloat16)->Arg(xmerge_bench::de
 BENCHMARK_CAPTURE(BM_lawa_average, f32, dtype::float32)->Args({4, xmerge_bench::default_size})->ArgNames({"K", "N"})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_lawa_average, bf16, dtype::bfloat16)->Args({4, xmerge_bench::default_size})->ArgNames({"K", "N"})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_posthoc_ema_reconstruct)->Args({8, xmerge_bench::default_size})->ArgNames({"S", "N"})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_stochastic_restore, f32, dtype::float32)->Arg(xmerge_bench::default_size)->ArgName("N")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_stochastic_restore, bf16, dtype::bfloat16)->Arg(xmerge_bench::default_size)->ArgName("N")->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "test_support.hpp"
+#include "registry_support.hpp"
 
 using namespace xmerge;
 
@@ -203,7 +204,7 @@ TEST_CASE("Fisher norms over a whole model normalize every tensor alike", "[fish
     // A two-tensor model: the registry derives norms from one tensor unless
     // the whole-model statistic is supplied.
     fisher_fixture a(300, 2), b(500, 2);
-    const method_registry registry = builtin_methods();
+    const method_registry& registry = xmerge_test::builtin_registry();
     REQUIRE(registry.contains("fisher"));
     const method_info& info = registry.find("fisher");
 
@@ -296,7 +297,7 @@ TEST_CASE("Fisher merging rejects what it cannot use", "[fisher][errors]")
     method_inputs in;
     in.tensor = "w";
     in.models = models;
-    CHECK_THROWS_WITH(builtin_methods().build("fisher", in, {}), Catch::Contains("fisher") && Catch::Contains("w"));
+    CHECK_THROWS_WITH(xmerge_test::builtin_registry().build("fisher", in, {}), Catch::Contains("fisher") && Catch::Contains("w"));
 }
 
 TEST_CASE("accumulate_squares agrees with its scalar twin at every size", "[fisher][accumulator][simd]")

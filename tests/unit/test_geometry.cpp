@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "test_support.hpp"
+#include "registry_support.hpp"
 
 using namespace xmerge;
 
@@ -394,7 +395,7 @@ TEST_CASE("geometric methods give the same bits for any thread count", "[geometr
     {
         models.push_back(xmerge_test::random_floats(n, 61 + k));
     }
-    const method_registry r = builtin_methods();
+    const method_registry& r = xmerge_test::builtin_registry();
     method_inputs in;
     in.tensor = "w";
     in.base = input(base);

@@ -27,6 +27,7 @@
 #include <xmerge/model/model.hpp>
 
 #include "test_io_support.hpp"
+#include "registry_support.hpp"
 
 using xmerge_test::scratch_dir;
 namespace fs = std::filesystem;
@@ -122,7 +123,7 @@ TEST_CASE("run_merge: an input that shrinks or changes during the merge fails it
     write_model(dir / "base/model.safetensors", 6, n, 1.0f);
     write_model(dir / "a/model.safetensors", 6, n, 2.0f);
     write_model(dir / "b/model.safetensors", 6, n, 3.0f);
-    const auto registry = xmerge::builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
 
     auto merge_while = [&](const std::string& out, const std::function<void()>& change)
     {

@@ -17,6 +17,7 @@
 
 #include "test_io_support.hpp"
 #include "test_support.hpp"
+#include "registry_support.hpp"
 
 using xmerge_test::scratch_dir;
 
@@ -76,7 +77,7 @@ TEST_CASE("merge_models: every tensor equals the method evaluated on its own", "
 {
     scratch_dir dir;
     const family f(3, 4);
-    const auto registry = xmerge::builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     xmerge::merge_options o;
     o.threads = 2;
     o.output.max_shard_bytes = 4000;
@@ -109,7 +110,7 @@ TEST_CASE("merge_models: output dtype, and non-float tensors copied unchanged fr
     f.models[0].add_raw("position_ids", "I64", {4}, ids);
     xmerge::merge_options o;
     o.out_dtype = xmerge::dtype::bfloat16;
-    const auto s = xmerge::merge_models(task_arithmetic_spec(f, 1.0), xmerge::builtin_methods(), dir / "out", o);
+    const auto s = xmerge::merge_models(task_arithmetic_spec(f, 1.0), xmerge_test::builtin_registry(), dir / "out", o);
     CHECK(s.copied == 1);
     const xmerge::model out = xmerge::model::open(dir / "out");
     CHECK(out.at("position_ids").dtype == "I64");
@@ -138,7 +139,7 @@ TEST_CASE("merge_models: missing and mismatched tensors are errors, or copied fr
     }
     auto spec = task_arithmetic_spec(f, 1.0);
     spec.models[1].source = &partial;
-    const auto registry = xmerge::builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     CHECK_THROWS_WITH(xmerge::plan_merge(spec, registry), Catch::Contains("'partial'") && Catch::Contains("model.layers.1.attn.weight") && Catch::Contains("missing"));
     CHECK_THROWS_AS(xmerge::merge_models(spec, registry, dir / "out"), xmerge::io_error);
     CHECK(dir.entries().empty());  // checked before anything was created
@@ -221,7 +222,7 @@ TEST_CASE("merge_models: gradient and filtered parameters vary per tensor", "[io
     spec.models.push_back({&f.models[2], {{"weight", xmerge::parameter_setting::rules({{"attn", xmerge::parameter_setting(1.0)}})}}, {}, {}});
     spec.parameters["weight"] = 0.0;
     spec.parameters["normalize"] = false;
-    const auto plan = xmerge::plan_merge(spec, xmerge::builtin_methods());
+    const auto plan = xmerge::plan_merge(spec, xmerge_test::builtin_registry());
     auto weights = [&](const std::string& name)
     {
         for (const auto& t : plan.tensors)
@@ -243,7 +244,7 @@ TEST_CASE("merge_models: gradient and filtered parameters vary per tensor", "[io
     CHECK(weights("lm_head.weight") == std::vector<double>{1.0, 0.0, 0.0});
     CHECK(std::get<bool>(plan.tensors[0].params.values().at("normalize")) == false);
 
-    xmerge::run_merge(plan, xmerge::builtin_methods(), dir / "out");
+    xmerge::run_merge(plan, xmerge_test::builtin_registry(), dir / "out");
     const xmerge::model out = xmerge::model::open(dir / "out");
     const auto got = xmerge_test::float_values(out.at("model.layers.1.attn.weight"));
     for (std::size_t i = 0; i < got.size(); ++i)
@@ -255,7 +256,7 @@ TEST_CASE("merge_models: gradient and filtered parameters vary per tensor", "[io
 TEST_CASE("plan_merge: parameters a method does not use are ignored with a warning, or refused when strict", "[io][merge]")
 {
     const family f(2, 1);
-    const auto registry = xmerge::builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     xmerge::merge_options strict;
     strict.strict = true;
 
@@ -288,7 +289,7 @@ TEST_CASE("plan_merge: parameters a method does not use are ignored with a warni
 TEST_CASE("plan_merge: missing parameters, unknown methods and a missing base are refused up front", "[io][merge]")
 {
     const family f(2, 1);
-    const auto registry = xmerge::builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     auto spec = task_arithmetic_spec(f, 1.0);
     spec.models[0].parameters.clear();
     CHECK_THROWS_WITH(xmerge::plan_merge(spec, registry), Catch::Contains("'weight'") && Catch::Contains("required") && Catch::Contains("model1"));
@@ -303,7 +304,7 @@ TEST_CASE("plan_merge: missing parameters, unknown methods and a missing base ar
 TEST_CASE("plan_merge: parameters are complete, defaults from the method's declaration", "[io][merge]")
 {
     const family f(2, 1);
-    const auto registry = xmerge::builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     xmerge::merge_spec spec;
     spec.method = "ties";
     spec.base = &f.models[0];
@@ -418,7 +419,7 @@ TEST_CASE("merge_models: slices stack layer ranges and renumber them", "[io][mer
     first.sources.push_back({&f.models[0], {}, {}, {0, 2}});
     second.sources.push_back({&f.models[1], {}, {}, {1, 4}});
     spec.slices = {first, second};
-    const auto s = xmerge::merge_models(spec, xmerge::builtin_methods(), dir / "out");
+    const auto s = xmerge::merge_models(spec, xmerge_test::builtin_registry(), dir / "out");
     CHECK(s.layers == 5);
     const xmerge::model out = xmerge::model::open(dir / "out");
     CHECK(out.size() == 2 + 5 * 2);
@@ -432,7 +433,7 @@ TEST_CASE("merge_models: slices stack layer ranges and renumber them", "[io][mer
     xmerge::merge_slice bad;
     bad.sources.push_back({&f.models[0], {}, {}, {2, 6}});
     spec.slices = {bad};
-    CHECK_THROWS_WITH(xmerge::plan_merge(spec, xmerge::builtin_methods()), Catch::Contains("which has 4"));
+    CHECK_THROWS_WITH(xmerge::plan_merge(spec, xmerge_test::builtin_registry()), Catch::Contains("which has 4"));
 }
 
 TEST_CASE("merge_models: per-model extra tensors reach the method, checked against the model", "[io][merge]")
@@ -467,7 +468,7 @@ TEST_CASE("run_merge: an output directory holding an input is refused", "[io][me
 {
     scratch_dir dir;
     const family f(2, 1);
-    xmerge::merge_models(task_arithmetic_spec(f, 1.0), xmerge::builtin_methods(), dir / "first");
+    xmerge::merge_models(task_arithmetic_spec(f, 1.0), xmerge_test::builtin_registry(), dir / "first");
     const xmerge::model first = xmerge::model::open(dir / "first");
     xmerge::merge_spec spec;
     spec.method = "linear";
@@ -475,8 +476,8 @@ TEST_CASE("run_merge: an output directory holding an input is refused", "[io][me
     spec.models = {{&first, {}, {}, {}}, {&f.models[1], {}, {}, {}}};
     xmerge::merge_options o;
     o.output.overwrite = true;
-    CHECK_THROWS_WITH(xmerge::merge_models(spec, xmerge::builtin_methods(), dir / "first", o), Catch::Contains("holds the input file"));
-    CHECK_THROWS_WITH(xmerge::merge_models(spec, xmerge::builtin_methods(), dir.path().string(), o), Catch::Contains("holds the input file"));
+    CHECK_THROWS_WITH(xmerge::merge_models(spec, xmerge_test::builtin_registry(), dir / "first", o), Catch::Contains("holds the input file"));
+    CHECK_THROWS_WITH(xmerge::merge_models(spec, xmerge_test::builtin_registry(), dir.path().string(), o), Catch::Contains("holds the input file"));
     CHECK(xmerge::model::open(dir / "first").size() == first.size());
 }
 
@@ -527,18 +528,18 @@ TEST_CASE("merge_models: a tied checkpoint's head is its input embedding, as mer
     spec.parameters["weight"] = 1.0;
     // The tied model as the reference: the output still gets a head, from the untied model.
     spec.models = {{&tied, {}, {}, {}}, {&f.models[1], {}, {}, {}}};
-    xmerge::merge_models(spec, xmerge::builtin_methods(), dir / "first");
+    xmerge::merge_models(spec, xmerge_test::builtin_registry(), dir / "first");
     const xmerge::model first = xmerge::model::open(dir / "first");
     CHECK(first.size() == f.names.size());
     expect_mean(first);
     // The tied model second.
     spec.models = {{&f.models[1], {}, {}, {}}, {&tied, {}, {}, {}}};
-    xmerge::merge_models(spec, xmerge::builtin_methods(), dir / "second");
+    xmerge::merge_models(spec, xmerge_test::builtin_registry(), dir / "second");
     expect_mean(xmerge::model::open(dir / "second"));
 
     // Every model tied: no head is written, as none has one.
     spec.models = {{&tied, {}, {}, {}}, {&tied, {}, {}, {}}};
-    xmerge::merge_models(spec, xmerge::builtin_methods(), dir / "tied");
+    xmerge::merge_models(spec, xmerge_test::builtin_registry(), dir / "tied");
     CHECK_FALSE(xmerge::model::open(dir / "tied").contains("lm_head.weight"));
 }
 
@@ -561,7 +562,7 @@ TEST_CASE("passthrough: copies and scales one model, stacks layers from slices",
 {
     scratch_dir dir;
     const family f(2, 2);
-    const auto registry = xmerge::builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     xmerge::merge_spec spec;
     spec.method = "passthrough";
     spec.models.push_back({&f.models[0], {{"scale", xmerge::parameter_setting::rules({{"attn", xmerge::parameter_setting(0.0)}, {"", xmerge::parameter_setting(1.0)}})}}, {}, {}});

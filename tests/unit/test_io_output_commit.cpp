@@ -181,6 +181,34 @@ TEST_CASE("checkpoint_writer: staging directories of writers that died are remov
     CHECK(dir.entries() == std::vector<std::string>{".outer.partial-999999-0", "out"});
 }
 
+TEST_CASE("clean_leftovers: adapters folded by a run that exited are removed, a live run's kept", "[io][commit]")
+{
+    scratch_dir dir;
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0)
+    {
+        ::_exit(0);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    const fs::path dead = dir / (".out.adapters-" + std::to_string(child));
+    const fs::path live = dir / (".out.adapters-" + std::to_string(::getpid()));
+    const fs::path odd = dir / ".out.adapters-x1";
+    for (const auto& p : {dead, live, odd})
+    {
+        fs::create_directories(p / "m0");
+        xmerge_test::write_bytes((p / "m0" / "model.safetensors").string(), std::string(3000000, 'x'));
+    }
+    const xmerge::io::output_lock lock(dir / "out");
+    const auto notes = xmerge::io::clean_leftovers(dir / "out");
+    REQUIRE(notes.size() == 1);
+    CHECK_THAT(notes[0], Catch::Contains(dead.string()) && Catch::Contains("3 MB") && Catch::Contains("adapters folded"));
+    CHECK_FALSE(fs::exists(dead));
+    CHECK(fs::exists(live));
+    CHECK(fs::exists(odd));  // not a process id: not ours to judge
+}
+
 TEST_CASE("clean_leftovers: needs the lock, keeps a live writer's staging directory", "[io][commit]")
 {
     scratch_dir dir;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "linalg_support.hpp"
+#include "registry_support.hpp"
 
 // Counts the bytes allocated through operator new while a probe is active, to
 // show that a step of the merger allocates the same, and keeps nothing, however
@@ -279,7 +280,7 @@ TEST_CASE("OPCM by name is the merger run on a one-tensor model", "[linalg][opcm
         in.models.push_back(input(as_tensor(f.models[i][0], shape)));
     }
     std::vector<float> by_name;
-    evaluate(builtin_methods().build("opcm", in, {{"alpha", 0.7}}), by_name);
+    evaluate(xmerge_test::builtin_registry().build("opcm", in, {{"alpha", 0.7}}), by_name);
 
     std::vector<float> merged(f.base[0].size());
     opcm_merger merger({as_tensor(f.base[0], shape)}, {as_tensor(merged, shape)}, {0.7});

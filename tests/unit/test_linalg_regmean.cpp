@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "linalg_support.hpp"
+#include "registry_support.hpp"
 
 using namespace xmerge;
 
@@ -202,7 +203,7 @@ TEST_CASE("RegMean averages tensors without Gram matrices", "[linalg][regmean]")
     method_inputs in;
     in.tensor = "bias";
     in.models = inputs(biases);
-    evaluate(builtin_methods().build("regmean", in, {}), got);
+    evaluate(xmerge_test::builtin_registry().build("regmean", in, {}), got);
     CHECK(got[36] == Approx((biases[0][36] + biases[1][36]) / 2.0).margin(1e-7));
 }
 
@@ -213,7 +214,7 @@ TEST_CASE("RegMean through the registry, in either precision", "[linalg][regmean
     in.tensor = "fc.weight";
     in.models = p.model_leaves();
     in.extra["gram"] = p.gram_leaves();
-    const method_registry r = builtin_methods();
+    const method_registry& r = xmerge_test::builtin_registry();
     std::vector<float> by_name, direct;
     evaluate(r.build("regmean", in, {{"reduce_non_diagonal_ratio", 0.8}, {"precision", std::string("float64")}}), by_name);
     evaluate(regmean(in.models, in.extra["gram"], {0.8, 0.0, linalg_precision::float64}), direct);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "linalg_support.hpp"
+#include "registry_support.hpp"
 
 using namespace xmerge;
 
@@ -262,7 +263,7 @@ TEST_CASE("SVD merges check models, base and parameters", "[linalg][tsv_m][iso_c
     method_inputs in;
     in.tensor = "layer.weight";
     in.models = models;
-    const method_registry r = builtin_methods();
+    const method_registry& r = xmerge_test::builtin_registry();
     CHECK_THROWS_WITH(r.build("tsv_m", in, {}), Catch::Contains("base model"));
     in.base = base;
     std::vector<float> by_name, direct;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "linalg_support.hpp"
+#include "registry_support.hpp"
 
 using namespace xmerge;
 
@@ -154,7 +155,7 @@ namespace
 
 TEST_CASE("WUDI's closed form zeroes the gradient and beats the reference's Adam loop", "[linalg][wudi][invariant]")
 {
-    const auto registry = builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     for (auto [m, n, k] : {std::array<std::size_t, 3>{31, 17, 3}, std::array<std::size_t, 3>{24, 40, 4}})
     {
         CAPTURE(m, n, k);
@@ -190,7 +191,7 @@ TEST_CASE("WUDI's closed form takes the minimum-norm minimizer when G is singula
 {
     // rank G <= k m = 4 < n = 12
     const wudi_problem p(2, 12, 2, 17);
-    const auto registry = builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     const auto result = run(registry.build("wudi", p.inputs(), {{"solver", std::string("closed_form")}, {"precision", std::string("float64")}}));
     const auto tau = p.task_vector_of(result);
     REQUIRE(p.relative_gradient(tau) < 1e-6);
@@ -277,7 +278,7 @@ TEST_CASE("WUDI reads bfloat16 inputs like their float32 values, for 1 and 2 thr
         a.models.push_back(input(const_tensor_ref(b16[i].bytes().data(), dtype::bfloat16, {9, 13}, "m" + std::to_string(i))));
         b.models.push_back(input(as_tensor(rounded[i], {9, 13}, "m" + std::to_string(i))));
     }
-    const auto registry = builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     for (const std::string solver : {"adam", "closed_form"})
     {
         CAPTURE(solver);
@@ -291,7 +292,7 @@ TEST_CASE("TSV-C keeps floor(min(m, n) * sv_reduction) triplets: the best approx
 {
     const wudi_problem p(20, 14, 3, 37);
     const auto in = p.inputs();
-    const auto registry = builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     for (double f : {0.25, 0.5, 1.0})
     {
         const std::size_t rank = static_cast<std::size_t>(14 * f);

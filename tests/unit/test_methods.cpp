@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "test_support.hpp"
+#include "registry_support.hpp"
 
 using namespace xmerge;
 
@@ -125,7 +126,7 @@ TEST_CASE("interpolate moves from the old to the new model", "[methods][interpol
 TEST_CASE("the registry builds methods by mergekit name", "[methods][registry]")
 {
     fixture f;
-    const method_registry registry = builtin_methods();
+    const method_registry& registry = xmerge_test::builtin_registry();
     CHECK(registry.contains("linear"));
     CHECK(registry.contains("task_arithmetic"));
 

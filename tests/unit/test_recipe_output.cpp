@@ -17,6 +17,7 @@
 
 #include "test_io_support.hpp"
 #include "test_support.hpp"
+#include "registry_support.hpp"
 
 using xmerge_test::scratch_dir;
 
@@ -82,7 +83,7 @@ TEST_CASE("recipe_job: a union vocabulary, config.json, tokenizer, model card an
     const std::string text = "merge_method: linear\nbase_model: " + (dir / "base") + "\nmodels:\n  - model: " + (dir / "base") + "\n  - model: " + (dir / "chat")
                              + "\nparameters:\n  weight: 1.0\ntokenizer_source: union\ndtype: float32\n";
     xmerge_test::write_bytes(dir / "r.yml", text);
-    const auto registry = xmerge::builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     xmerge::recipe_job job(dir / "r.yml", dir / "out", registry);
     CHECK(job.warnings().empty());
     bool untied_note = false;
@@ -128,7 +129,7 @@ TEST_CASE("recipe_job: without a merged vocabulary, the reference's files as the
     checkpoint(dir / "b", 6, 2, false, {}, keep);
     const std::string text = "merge_method: passthrough\nmodels:\n  - model: " + (dir / "a") + "\n";
     xmerge_test::write_bytes(dir / "r.yml", text);
-    const auto registry = xmerge::builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     xmerge::recipe_job_options o;
     o.copy_tokenizer = false;
     o.model_card = false;

@@ -14,6 +14,7 @@
 
 #include "test_io_support.hpp"
 #include "test_support.hpp"
+#include "registry_support.hpp"
 
 using xmerge_test::scratch_dir;
 
@@ -184,7 +185,7 @@ TEST_CASE("recipe_merge: opens each checkpoint once and tells the base from the 
     }
     const std::string text = "merge_method: task_arithmetic\nbase_model: " + (dir / "base") + "\nmodels:\n  - model: " + (dir / "base") + "\n  - model: " + (dir / "a")
                              + "\n    parameters: {weight: 1}\n  - model: " + (dir / "b") + "/\n    parameters: {weight: 0.5}\n";
-    const auto registry = xmerge::builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     const xmerge::recipe_merge bound(xmerge::parse_recipe(text, "r.yml"), registry);
     REQUIRE(bound.spec().models.size() == 2);
     CHECK(bound.base() == bound.spec().base);
@@ -232,7 +233,7 @@ TEST_CASE("recipe_merge: MODEL+ADAPTER references go through bind_options::fold_
 
     const std::string text = "merge_method: linear\nmodels:\n  - model: " + (dir / "base") + "\n  - model: " + (dir / "base") + "+" + (dir / "adapter")
                              + "\nparameters: {weight: 1}\n";
-    const auto registry = xmerge::builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     CHECK_THROWS_WITH(xmerge::recipe_merge(xmerge::parse_recipe(text, "r.yml"), registry), Catch::Contains("fold_adapter") && Catch::Contains("r.yml"));
 
     std::vector<std::pair<std::string, std::string>> calls;
@@ -267,7 +268,7 @@ TEST_CASE("recipe_merge: in slices the base is the source from the base model", 
     }
     const std::string text = "merge_method: task_arithmetic\nbase_model: " + (dir / "0") + "\nslices:\n  - sources:\n      - model: " + (dir / "0")
                              + "\n        layer_range: [1, 3]\n      - model: " + (dir / "1") + "\n        layer_range: [0, 2]\n        parameters: {weight: 1.0}\n";
-    const auto registry = xmerge::builtin_methods();
+    const auto& registry = xmerge_test::builtin_registry();
     const xmerge::recipe_merge bound(xmerge::parse_recipe(text, "s.yml"), registry);
     REQUIRE(bound.spec().slices.size() == 1);
     const auto& slice = bound.spec().slices[0];

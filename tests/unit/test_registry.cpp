@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "test_support.hpp"
+#include "registry_support.hpp"
 
 using namespace xmerge;
 
@@ -143,7 +144,7 @@ TEST_CASE("a misspelt or repeated parameter name is refused when the registry is
 
 TEST_CASE("every built-in method's specs and parsing come from one description", "[registry][options]")
 {
-    const method_registry r = builtin_methods();
+    const method_registry& r = xmerge_test::builtin_registry();
     for (const auto& name : r.names())
     {
         const method_info& m = r.find(name);

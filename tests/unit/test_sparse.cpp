@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "test_support.hpp"
+#include "registry_support.hpp"
 
 using namespace xmerge;
 
@@ -461,7 +462,7 @@ TEST_CASE("sparse methods reject parameters they cannot use", "[sparse][errors]"
     CHECK_THROWS_AS(ties(f.leaves(), f.base_leaf(), {1, 1}, {0.5, 0.5, 0.5}), parameter_error);
     CHECK_THROWS_AS(generalized_task_arithmetic(f.leaves(), f.base_leaf(), breadcrumbs_options({1, 1}, {0.5}, {1.0}, false)), parameter_error);
     CHECK_THROWS_AS(nearswap(f.base_leaf(), f.leaves()[0], 0.0), parameter_error);
-    const method_registry r = builtin_methods();
+    const method_registry& r = xmerge_test::builtin_registry();
     method_inputs in;
     in.tensor = "t";
     in.base = f.base_leaf();

@@ -260,19 +260,7 @@ namespace xmerge::io
         std::size_t current = 0;
         for (const auto& t : tensors)
         {
-            std::size_t count = 1;
-            for (std::size_t e : t.shape)
-            {
-                if (!detail::checked_mul(count, e, count))
-                {
-                    throw io_error(origin, t.name, "element count of shape " + to_string(t.shape) + " overflows");
-                }
-            }
-            std::size_t bytes = 0;
-            if (!storage_bytes(t.dtype, count, bytes))
-            {
-                throw io_error(origin, t.name, "dtype '" + t.dtype + "' is unknown or shape " + to_string(t.shape) + " does not fill whole bytes");
-            }
+            const std::size_t bytes = detail::checked_tensor_bytes(t, origin);
             if (!out.shards.back().empty() && current + bytes > max_shard_bytes)
             {
                 out.shards.emplace_back();

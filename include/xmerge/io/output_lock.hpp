@@ -19,7 +19,9 @@
 #include "mapped_file.hpp"
 
 #if XMERGE_HAS_MMAP
+#include <signal.h>
 #include <sys/file.h>
+#include <unistd.h>
 #endif
 
 /**
@@ -33,6 +35,9 @@
  * directories atomically, `.DIR.old-<pid>-<n>` (the previous contents while
  * --overwrite swaps them). Only the lock's holder creates or removes any of
  * them, so whoever holds the lock knows every other sibling is a leftover.
+ * The command line also folds MODEL+ADAPTER references into
+ * `.DIR.adapters-<pid>` before it takes the lock; those are leftovers once
+ * process <pid> is gone.
  */
 
 namespace xmerge::io
@@ -69,8 +74,9 @@ namespace xmerge::io
      * Removes what writers of `dir` that are gone left next to it: staging
      * directories are deleted; a previous version moved aside by an
      * interrupted overwrite is put back when `dir` is missing, deleted
-     * otherwise. The caller must hold output_lock(dir). Returns one sentence
-     * per action, for the user.
+     * otherwise; folded adapters (`.DIR.adapters-<pid>`) are deleted when
+     * process <pid> no longer exists. The caller must hold output_lock(dir).
+     * Returns one sentence per action, for the user.
      */
     inline std::vector<std::string> clean_leftovers(const std::string& dir);
 
@@ -84,6 +90,8 @@ namespace xmerge::io
         inline std::vector<std::filesystem::path> output_siblings(const std::filesystem::path& target, const std::string& infix);
         /// Bytes of regular files under `p` (0 where unreadable).
         inline std::uintmax_t tree_bytes(const std::filesystem::path& p) noexcept;
+        /// Whether the process whose id ends `p`'s name (`...-<pid>`) has exited (false when unsure).
+        inline bool owner_exited(const std::filesystem::path& p) noexcept;
     }
 
     /********************
@@ -141,6 +149,25 @@ namespace xmerge::io
                 }
             }
             return total;
+        }
+
+        inline bool owner_exited(const std::filesystem::path& p) noexcept
+        {
+#if XMERGE_HAS_MMAP
+            const std::string name = p.filename().string();
+            const auto dash = name.rfind('-');
+            if (dash == std::string::npos || dash + 1 == name.size() || name.find_first_not_of("0123456789", dash + 1) != std::string::npos
+                || name.size() - dash > 10)
+            {
+                return false;
+            }
+            const long pid = std::stol(name.substr(dash + 1));
+            // kill(pid, 0) fails with ESRCH only when no such process exists (EPERM: it exists, someone else's).
+            return pid > 0 && pid != static_cast<long>(::getpid()) && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+#else
+            (void)p;
+            return false;
+#endif
         }
     }
 
@@ -220,6 +247,18 @@ namespace xmerge::io
             fs::remove_all(p, ec);
             report.push_back(ec ? "cannot remove the unfinished output " + p.string() + ": " + ec.message()
                                 : "removed " + p.string() + " (" + megabytes(bytes) + "), the unfinished output of a run that ended without cleaning up");
+        }
+        for (const auto& p : detail::output_siblings(target, ".adapters-"))
+        {
+            if (!detail::owner_exited(p))
+            {
+                continue;
+            }
+            const auto bytes = detail::tree_bytes(p);
+            std::error_code ec;
+            fs::remove_all(p, ec);
+            report.push_back(ec ? "cannot remove the folded adapters " + p.string() + ": " + ec.message()
+                                : "removed " + p.string() + " (" + megabytes(bytes) + "), adapters folded by a run that ended without cleaning up");
         }
         for (const auto& p : detail::output_siblings(target, ".old-"))
         {

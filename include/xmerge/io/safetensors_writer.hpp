@@ -46,6 +46,12 @@ namespace xmerge::io
      */
     inline std::string layout_header(std::vector<tensor_info>& tensors, const std::map<std::string, std::string>& metadata, const std::string& origin = {});
 
+    namespace detail
+    {
+        /// Bytes of tensor `t`'s data; io_error naming `origin` and the tensor for an unknown dtype or an overflowing shape.
+        inline std::size_t checked_tensor_bytes(const tensor_info& t, const std::string& origin);
+    }
+
     /// Options of safetensors_writer.
     struct writer_options
     {
@@ -119,6 +125,27 @@ namespace xmerge::io
      * Implementation   *
      ********************/
 
+    namespace detail
+    {
+        inline std::size_t checked_tensor_bytes(const tensor_info& t, const std::string& origin)
+        {
+            std::size_t count = 1;
+            for (std::size_t extent : t.shape)
+            {
+                if (!detail::checked_mul(count, extent, count))
+                {
+                    throw io_error(origin, t.name, "element count of shape " + to_string(t.shape) + " overflows");
+                }
+            }
+            std::size_t bytes = 0;
+            if (!storage_bytes(t.dtype, count, bytes))
+            {
+                throw io_error(origin, t.name, "dtype '" + t.dtype + "' is unknown or shape " + to_string(t.shape) + " does not fill whole bytes");
+            }
+            return bytes;
+        }
+    }
+
     inline std::string layout_header(std::vector<tensor_info>& tensors, const std::map<std::string, std::string>& metadata, const std::string& origin)
     {
         std::stable_sort(tensors.begin(), tensors.end(), [](const tensor_info& a, const tensor_info& b) { return dtype_bits(a.dtype) > dtype_bits(b.dtype); });
@@ -138,21 +165,8 @@ namespace xmerge::io
             {
                 throw io_error(origin, t.name, "appears twice in the layout");
             }
-            std::size_t count = 1;
-            for (std::size_t extent : t.shape)
-            {
-                if (!detail::checked_mul(count, extent, count))
-                {
-                    throw io_error(origin, t.name, "element count of shape " + to_string(t.shape) + " overflows");
-                }
-            }
-            std::size_t bytes = 0;
-            if (!storage_bytes(t.dtype, count, bytes))
-            {
-                throw io_error(origin, t.name, "dtype '" + t.dtype + "' is unknown or shape " + to_string(t.shape) + " does not fill whole bytes");
-            }
             t.begin = offset;
-            t.end = offset + bytes;
+            t.end = offset + detail::checked_tensor_bytes(t, origin);
             offset = t.end;
             header[t.name] = {{"dtype", t.dtype}, {"shape", std::vector<std::size_t>(t.shape.begin(), t.shape.end())}, {"data_offsets", {t.begin, t.end}}};
         }

@@ -76,6 +76,20 @@ namespace xmerge
             return f(sum, [&](std::size_t k) { return t[k]; });
         }
 
+        /// Whether task k claims the element: |tau_k| > lambda_k |tau_MTL - tau_k|.
+        template <class Terms, class B>
+        XMERGE_FORCE_INLINE auto claims(const Terms& t, std::size_t k, const B& d, const B& sum) noexcept
+        {
+            return simd::abs(d) > t.weight(k) * simd::abs(sum - d);
+        }
+
+        /// What a mask part gives where `keep` holds (1 or tau_MTL), else 0.
+        template <class B, class M>
+        XMERGE_FORCE_INLINE B kept_value(const M& keep, tall_mask_value value, const B& sum) noexcept
+        {
+            return simd::select(keep, value == tall_mask_value::mask ? B(1.0f) : sum, B(0.0f));
+        }
+
         /// TALL mask of one task; the lambdas are the weights.
         struct tall_mask_fn
         {
@@ -91,9 +105,7 @@ namespace xmerge
                 return with_term_sum<B, cached>(t,
                                                 [&](const B& sum, auto term)
                                                 {
-                                                    const B d = term(task);
-                                                    const auto claimed = simd::abs(d) > t.weight(task) * simd::abs(sum - d);
-                                                    return simd::select(claimed, value == tall_mask_value::mask ? B(1.0f) : sum, B(0.0f));
+                                                    return detail::kept_value(detail::claims(t, task, term(task), sum), value, sum);
                                                 });
             }
         };
@@ -116,10 +128,9 @@ namespace xmerge
                                                     B count(0.0f);
                                                     for (std::size_t k = 0; k < t.size(); ++k)
                                                     {
-                                                        const B d = term(k);
-                                                        count += simd::select(simd::abs(d) > t.weight(k) * simd::abs(sum - d), B(1.0f), B(0.0f));
+                                                        count += simd::select(detail::claims(t, k, term(k), sum), B(1.0f), B(0.0f));
                                                     }
-                                                    return simd::select(count >= B(threshold), value == tall_mask_value::mask ? B(1.0f) : sum, B(0.0f));
+                                                    return detail::kept_value(count >= B(threshold), value, sum);
                                                 });
             }
         };
