@@ -10,22 +10,11 @@
 #include <xmerge/linalg.hpp>
 
 #include "bench_common.hpp"
+#include "bench_matrices.hpp"
 
 namespace
 {
     constexpr std::size_t linalg_size = 4096;
-
-    std::vector<float> random_matrix(std::size_t rows, std::size_t cols, std::uint32_t seed, float scale)
-    {
-        std::mt19937 gen(seed);
-        std::normal_distribution<float> dist(0.0f, scale);
-        std::vector<float> v(rows * cols);
-        for (auto& x : v)
-        {
-            x = dist(gen);
-        }
-        return v;
-    }
 
     // K weights and K Gram matrices of activations [2 n, n], built once per process.
     struct regmean_inputs
@@ -37,8 +26,8 @@ namespace
         {
             for (std::size_t i = 0; i < k; ++i)
             {
-                weights.push_back(random_matrix(n, n, static_cast<std::uint32_t>(10 + i), 0.02f));
-                const auto x = random_matrix(2 * n, n, static_cast<std::uint32_t>(20 + i), 1.0f);
+                weights.push_back(xmerge_bench::normal_matrix(n, n, static_cast<std::uint32_t>(10 + i), 0.02f));
+                const auto x = xmerge_bench::normal_matrix(2 * n, n, static_cast<std::uint32_t>(20 + i), 1.0f);
                 xmerge::gram_accumulator acc(n);
                 acc.add(x.data(), 2 * n);
                 const auto g = acc.gram();
@@ -144,7 +133,7 @@ namespace
     void BM_blas_ssyrk(benchmark::State& state)
     {
         const std::size_t n = linalg_size, rows = linalg_size;
-        const auto x = random_matrix(rows, n, 7, 1.0f);
+        const auto x = xmerge_bench::normal_matrix(rows, n, 7, 1.0f);
         std::vector<float> c(n * n, 0.0f);
         for (auto _ : state)
         {

@@ -11,6 +11,7 @@
 #include <xmerge/linalg.hpp>
 
 #include "bench_common.hpp"
+#include "bench_matrices.hpp"
 
 namespace
 {

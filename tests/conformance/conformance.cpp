@@ -164,7 +164,11 @@ namespace
 
     // Every tensor's bits against mergekit's digest; where they differ, its values
     // rounded to bfloat16 against mergekit's, to within one bfloat16 unit.
-    void compare_exact(const std::string& name, const fs::path& expected_dir, const xmerge::model& out, result& r, std::string& stats)
+    // threshold_flips: the share of a tensor's elements (at least one) allowed
+    // beyond one bfloat16 unit, for methods whose mask compares a computed value with a
+    // threshold taken from the same values (see README.md).
+    void compare_exact(const std::string& name, const fs::path& expected_dir, const xmerge::model& out, result& r, std::string& stats,
+                       double threshold_flips = 0.0)
     {
         std::ifstream in(expected_dir / "tensors.json");
         const nlohmann::json digests = nlohmann::json::parse(in);
@@ -174,7 +178,7 @@ namespace
             rounded = xmerge::model::open(expected_dir.string());
         }
         std::set<std::string> matched;
-        std::size_t identical = 0;
+        std::size_t identical = 0, flipped = 0;
         double worst = 0;
         for (const auto& [tensor, e] : digests.items())
         {
@@ -203,9 +207,12 @@ namespace
                 continue;
             }
             const auto y = as_float(*h);
-            const double ulps = worst_ulps(rounded_to_bfloat16(as_float(*t)), y, 7, rms(y) / 256);
+            std::size_t beyond = 0;
+            const double ulps = worst_ulps(rounded_to_bfloat16(as_float(*t)), y, 7, rms(y) / 256, &beyond, 1.0);
             worst = std::max(worst, ulps);
-            if (ulps > 1.0)
+            flipped += beyond;
+            const double allowed = threshold_flips > 0 ? std::max(1.0, threshold_flips * static_cast<double>(y.size())) : 0.0;
+            if (ulps > 1.0 && static_cast<double>(beyond) > allowed)
             {
                 r.fail(tensor + format(": differs from mergekit's by %.0f bfloat16 units", ulps));
             }
@@ -219,7 +226,9 @@ namespace
         }
         stats = identical == digests.size() ? std::string("bit-identical")
                                             : std::to_string(digests.size() - identical) + " of " + std::to_string(digests.size())
-                                                  + " tensors not bit-identical, all within one bfloat16 unit";
+                                                  + " tensors not bit-identical, "
+                                                  + (flipped ? std::to_string(flipped) + " elements beyond one bfloat16 unit (threshold flips)"
+                                                             : std::string("all within one bfloat16 unit"));
     }
 
     // Half-precision values: mergekit rounded at every step, xmerge once.
@@ -398,7 +407,7 @@ int main(int argc, char** argv)
     const std::set<std::string> selecting = {"ties", "sce", "breadcrumbs", "breadcrumbs_ties", "dare_ties", "dare_linear", "della", "della_linear"};
 
     std::map<std::string, std::size_t> passed;
-    std::size_t failed = 0, skipped = 0, bit_identical = 0, within_bfloat16 = 0;
+    std::size_t failed = 0, skipped = 0, bit_identical = 0, within_bfloat16 = 0, threshold_flips = 0;
     for (const auto& c : manifest["cases"])
     {
         const std::string name = c["name"];
@@ -450,7 +459,7 @@ int main(int argc, char** argv)
             const xmerge::model output = xmerge::model::open(out.string());
             if (compare == "exact")
             {
-                compare_exact(name, expected, output, r, stats);
+                compare_exact(name, expected, output, r, stats, method == "arcee_fusion" ? 0.001 : 0.0);
             }
             else if (compare == "bf16" || compare == "f16")
             {
@@ -469,7 +478,7 @@ int main(int argc, char** argv)
             ++passed[compare];
             if (compare == "exact")
             {
-                ++(stats == "bit-identical" ? bit_identical : within_bfloat16);
+                ++(stats == "bit-identical" ? bit_identical : stats.find("threshold flips") != std::string::npos ? threshold_flips : within_bfloat16);
             }
             std::printf("PASS %s: %s\n", name.c_str(), stats.c_str());
         }
@@ -484,8 +493,8 @@ int main(int argc, char** argv)
     {
         total_passed += n;
     }
-    std::printf("%zu passed (float32: %zu bit-identical, %zu within one bfloat16 unit; half precision: %zu within tolerance; %zu by statistics; %zu refused as "
-                "by mergekit), %zu failed, %zu skipped\n",
-                total_passed, bit_identical, within_bfloat16, passed["bf16"] + passed["f16"], passed["random"], passed["error"], failed, skipped);
+    std::printf("%zu passed (float32: %zu bit-identical, %zu within one bfloat16 unit, %zu with threshold flips; half precision: %zu within tolerance; %zu by "
+                "statistics; %zu refused as by mergekit), %zu failed, %zu skipped\n",
+                total_passed, bit_identical, within_bfloat16, threshold_flips, passed["bf16"] + passed["f16"], passed["random"], passed["error"], failed, skipped);
     return failed == 0 ? 0 : 1;
 }
