@@ -88,10 +88,7 @@ namespace xmerge::detail
         std::size_t collect_after(statistics_registry& r, std::size_t dependencies)
         {
             std::size_t level = dependencies;
-            {
-                statistics_registry::root_scope scope(r, this);
-                std::apply([&](auto&... op) { ((level = std::max(level, op.collect(r))), ...); }, m_operands);
-            }
+            std::apply([&](auto&... op) { ((level = std::max(level, op.collect(r))), ...); }, m_operands);
             r.add(this, level + 1);
             return level + 1;
         }

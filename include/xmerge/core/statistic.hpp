@@ -71,28 +71,6 @@ namespace xmerge::detail
     class statistics_registry
     {
     public:
-        /**
-         * While alive, nodes collected are bound per chunk on behalf of `root`
-         * (a statistic streaming its operands; null: the element-wise pass),
-         * which is how a shared sub-expression learns whether it is bound more
-         * than once per chunk.
-         */
-        class root_scope
-        {
-        public:
-            root_scope(statistics_registry& r, const void* root) noexcept : m_registry(r), m_outer(r.m_root) { r.m_root = root; }
-            ~root_scope() { m_registry.m_root = m_outer; }
-            root_scope(const root_scope&) = delete;
-            root_scope& operator=(const root_scope&) = delete;
-
-        private:
-            statistics_registry& m_registry;
-            const void* m_outer;
-        };
-
-        /// The statistic whose chunks the nodes being collected are bound for (null: the element-wise pass).
-        const void* root() const noexcept { return m_root; }
-
         void add(statistic* s, std::size_t level)
         {
             if (m_levels.size() < level)
@@ -108,7 +86,6 @@ namespace xmerge::detail
 
     private:
         std::vector<std::vector<statistic*>> m_levels;
-        const void* m_root = nullptr;
     };
 }
 
