@@ -18,6 +18,7 @@
 #include "../core/error.hpp"
 #include "../core/expression.hpp"
 #include "../core/statistic.hpp"
+#include "../core/tensor_ref.hpp"
 #include "../kernels/order_select.hpp"
 #include "scalar.hpp"
 

@@ -17,6 +17,7 @@
 #include "../core/expression.hpp"
 #include "../core/sharing.hpp"
 #include "../core/statistic.hpp"
+#include "../core/tensor_ref.hpp"
 #include "../simd/batch.hpp"
 #include "../simd/kernels.hpp"
 
